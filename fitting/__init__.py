@@ -1,0 +1,1 @@
+"""Optimisation: per-frame body fitting and the PINA global optimisation."""
