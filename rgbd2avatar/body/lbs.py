@@ -29,22 +29,53 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     return eye + a * skew + b * (skew @ skew)
 
 
+def matrix_to_quaternion(rot: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions (w, x, y, z), w ≥ 0, of rotation matrices, stable for every angle.
+
+    Each of the four candidate formulas divides by one of 4w², 4x², 4y², 4z²; the one with the
+    largest denominator is taken (Shepperd's method).
+
+    Args:
+        rot: (..., 3, 3) rotation matrices.
+    Returns:
+        (..., 4) quaternions.
+    """
+    m = rot
+    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    four_sq = torch.stack(
+        [1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+         1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1
+    )
+    sx, sy, sz = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
+    px, py, pz = m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2]
+    candidates = torch.stack(
+        [
+            torch.stack([four_sq[..., 0], sx, sy, sz], -1),
+            torch.stack([sx, four_sq[..., 1], px, py], -1),
+            torch.stack([sy, px, four_sq[..., 2], pz], -1),
+            torch.stack([sz, py, pz, four_sq[..., 3]], -1),
+        ],
+        -2,
+    )  # (..., 4, 4): row i is 4·q_i·q
+    best = four_sq.argmax(-1)
+    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4))[..., 0, :]
+    q = q / q.norm(dim=-1, keepdim=True)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
 def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`axis_angle_to_matrix` for angles in [0, π).
+    """Inverse of :func:`axis_angle_to_matrix`, angles in [0, π], stable near 0 and π.
 
     Args:
         rot: (..., 3, 3) rotation matrices.
     Returns:
         (..., 3) axis-angle vectors.
     """
-    cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
-    theta = torch.acos(cos)
-    vec = torch.stack(
-        [rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0], rot[..., 1, 0] - rot[..., 0, 1]], -1
-    )
-    sin = torch.sin(theta)
-    scale = torch.where(sin.abs() < 1e-6, 0.5 + theta**2 / 12.0, theta / (2.0 * sin.clamp_min(1e-12)))
-    return vec * scale[..., None]
+    q = matrix_to_quaternion(rot)
+    sin_half = q[..., 1:].norm(dim=-1, keepdim=True)
+    angle = 2.0 * torch.atan2(sin_half, q[..., :1])
+    scale = torch.where(sin_half < 1e-6, 2.0 / q[..., :1].clamp_min(1e-12), angle / sin_half.clamp_min(1e-12))
+    return q[..., 1:] * scale
 
 
 def rigid(rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
