@@ -1,0 +1,69 @@
+"""The command line: help, error reporting, fast start-up, status and logging helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from rgbd2avatar import __version__
+from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
+from rgbd2avatar.logs import Timer, format_duration, progress, stage_summary
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "demo" in result.stdout and "status" in result.stdout
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_unknown_workspace_is_one_line_exit_2(tmp_path):
+    result = runner.invoke(app, ["status", str(tmp_path / "nobody")])
+    assert result.exit_code == USER_ERROR_EXIT_CODE == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nobody" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_status_table(workspace):
+    (workspace.stage_dir("preprocess") / "points.npz").write_bytes(b"points")
+    workspace.record("preprocess", [], {}, ["preprocess/points.npz"])
+    result = runner.invoke(app, ["status", str(workspace.root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "preprocess/points.npz" in result.stdout and "not run" in result.stdout
+
+
+def test_demo_placeholder_names_output_dir(tmp_path):
+    result = runner.invoke(app, ["demo", str(tmp_path / "out")])
+    assert result.exit_code == 0 and str(tmp_path / "out") in result.stdout
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, rgbd2avatar.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stage_summary_line(capsys):
+    with Timer() as timer:
+        items = list(progress(range(3), total=3, description="count"))
+    assert items == [0, 1, 2] and timer.seconds >= 0
+    line = stage_summary("preprocess", "3 frames", 12.34, "29.8 fps", "peak 1.2 GB")
+    assert line == "preprocess: 3 frames in 12.3 s (29.8 fps, peak 1.2 GB)"
+    assert line in capsys.readouterr().err
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.04, 59.9, 245, 3725)] == [
+        "0.0 s",
+        "59.9 s",
+        "4 min 05 s",
+        "1 h 02 min",
+    ]
