@@ -34,7 +34,6 @@ import torch
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
-
 def _unit_rows(rows: list[list[float]]) -> np.ndarray:
     array = np.array(rows)
     return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
@@ -76,8 +75,7 @@ class MeshQuery:
             raise ValueError("a distance query needs a mesh with at least one triangle")
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(o3d.core.Tensor(self.vertices), o3d.core.Tensor(self.faces))
-        corners = self.vertices[self.faces]  # (T, 3, 3)
-        self.face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # (T, 3)
+        self.face_normals = face_normals(self.vertices, self.faces)
 
     def closest_points(self, points: np.ndarray) -> ClosestPoints:
         """Closest surface points of (N, 3) float32 points, as numpy arrays."""
@@ -116,7 +114,9 @@ class MeshQuery:
         return np.where(self.inside(points), -distance, distance)
 
 
-def signed_distance(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT) -> ArrayT:
+def signed_distance(
+    vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT
+) -> ArrayT:
     """Signed distance from points to one closed mesh, negative inside (see the module's sign rule).
 
     Args:
@@ -128,7 +128,9 @@ def signed_distance(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | tor
     return like(query.signed_distance(to_numpy(points, np.float32)), points)
 
 
-def signed_distance_batch(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT) -> ArrayT:
+def signed_distance_batch(
+    vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT
+) -> ArrayT:
     """Signed distances for F posed frames of one mesh topology (one scene per frame).
 
     Args:
@@ -139,11 +141,13 @@ def signed_distance_batch(vertices: np.ndarray | torch.Tensor, faces: np.ndarray
     verts = to_numpy(vertices, np.float32)
     queries = to_numpy(points, np.float32)
     tris = to_numpy(faces, np.uint32)
-    result = np.stack([MeshQuery(v, tris).signed_distance(p) for v, p in zip(verts, queries)])
+    result = np.stack([MeshQuery(v, tris).signed_distance(p) for v, p in zip(verts, queries, strict=True)])
     return like(result, points)
 
 
-def closest_points(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT) -> ClosestPoints:
+def closest_points(
+    vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, points: ArrayT
+) -> ClosestPoints:
     """Closest points on a mesh, with the triangles they lie on and their barycentrics.
 
     Args:
@@ -160,8 +164,20 @@ def closest_points(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torc
     )
 
 
-def to_numpy(array: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:
-    """A contiguous numpy copy (or view) of a numpy array or torch tensor, in ``dtype``."""
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(T, 3) unit triangle normals, right-handed from the vertex order; 0 for degenerate triangles.
+
+    Args:
+        vertices: (V, 3); faces: (T, 3) integer indices.
+    """
+    corners = vertices[faces.astype(np.int64)]  # (T, 3, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.where(length > 0, length, 1.0)
+
+
+def to_numpy(array: np.ndarray | torch.Tensor, dtype: type | None = None) -> np.ndarray:
+    """A contiguous numpy copy (or view) of a numpy array or torch tensor, in ``dtype`` (None: kept)."""
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     return np.ascontiguousarray(array, dtype=dtype)

@@ -25,12 +25,30 @@ from rgbd2avatar.body.skeleton import NUM_JOINTS, PARENTS
 
 REST_JOINTS = np.array(
     [
-        [0.00, 0.00, 0.00], [0.06, -0.09, 0.00], [-0.06, -0.09, 0.00], [0.00, 0.11, -0.02],
-        [0.10, -0.47, 0.00], [-0.10, -0.47, 0.00], [0.00, 0.25, 0.00], [0.09, -0.87, -0.04],
-        [-0.09, -0.87, -0.04], [0.00, 0.30, 0.02], [0.11, -0.93, 0.08], [-0.11, -0.93, 0.08],
-        [0.00, 0.51, -0.01], [0.08, 0.42, -0.01], [-0.08, 0.42, -0.01], [0.00, 0.60, 0.04],
-        [0.18, 0.45, -0.02], [-0.18, 0.45, -0.02], [0.44, 0.43, -0.04], [-0.44, 0.43, -0.04],
-        [0.70, 0.44, -0.03], [-0.70, 0.44, -0.03], [0.78, 0.43, -0.04], [-0.78, 0.43, -0.04],
+        [0.00, 0.00, 0.00],
+        [0.06, -0.09, 0.00],
+        [-0.06, -0.09, 0.00],
+        [0.00, 0.11, -0.02],
+        [0.10, -0.47, 0.00],
+        [-0.10, -0.47, 0.00],
+        [0.00, 0.25, 0.00],
+        [0.09, -0.87, -0.04],
+        [-0.09, -0.87, -0.04],
+        [0.00, 0.30, 0.02],
+        [0.11, -0.93, 0.08],
+        [-0.11, -0.93, 0.08],
+        [0.00, 0.51, -0.01],
+        [0.08, 0.42, -0.01],
+        [-0.08, 0.42, -0.01],
+        [0.00, 0.60, 0.04],
+        [0.18, 0.45, -0.02],
+        [-0.18, 0.45, -0.02],
+        [0.44, 0.43, -0.04],
+        [-0.44, 0.43, -0.04],
+        [0.70, 0.44, -0.03],
+        [-0.70, 0.44, -0.03],
+        [0.78, 0.43, -0.04],
+        [-0.78, 0.43, -0.04],
     ]
 )
 """(J, 3) a rough SMPL rest skeleton in metres (y up, subject's left is +x)."""
@@ -50,7 +68,9 @@ def smpl_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     blob = trimesh.creation.icosphere(subdivisions=0, radius=BLOB_RADIUS)
     per_blob = len(blob.vertices)
     owner = np.repeat(np.arange(NUM_JOINTS), per_blob)  # (V,) joint of each vertex
-    v_template = (REST_JOINTS[owner] + np.tile(np.asarray(blob.vertices), (NUM_JOINTS, 1))) * (1.0 + 0.05 * seed)
+    v_template = (REST_JOINTS[owner] + np.tile(np.asarray(blob.vertices), (NUM_JOINTS, 1))) * (
+        1.0 + 0.05 * seed
+    )
     faces = (np.asarray(blob.faces)[None] + per_blob * np.arange(NUM_JOINTS)[:, None, None]).reshape(-1, 3)
     regressor = (owner[None] == np.arange(NUM_JOINTS)[:, None]) / per_blob
     return {

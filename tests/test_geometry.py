@@ -62,7 +62,10 @@ def test_overlapping_parts_are_inside() -> None:
     """Two overlapping boxes in one mesh, as where a posed body intersects itself."""
     vertices, faces = box()
     shift = np.array([0.4, 0.1, 0.15])  # no shared planes: coplanar overlaps are ambiguous
-    both_v, both_f = np.concatenate([vertices, vertices + shift]), np.concatenate([faces, faces + len(vertices)])
+    both_v, both_f = (
+        np.concatenate([vertices, vertices + shift]),
+        np.concatenate([faces, faces + len(vertices)]),
+    )
     points = RNG.uniform(-1.0, 1.5, (3000, 3))
     expected = np.minimum(box_sdf(points), box_sdf(points, shift))
     result = signed_distance(both_v, both_f, points)
@@ -94,7 +97,9 @@ def test_batch_equals_per_frame() -> None:
     batch = signed_distance_batch(torch.from_numpy(frames), faces, torch.from_numpy(points).float())
     assert batch.shape == (3, 400) and batch.dtype == torch.float32
     for f in range(3):
-        np.testing.assert_array_equal(batch[f].numpy(), signed_distance(frames[f], faces, points[f]).astype(np.float32))
+        np.testing.assert_array_equal(
+            batch[f].numpy(), signed_distance(frames[f], faces, points[f]).astype(np.float32)
+        )
 
 
 def test_closest_points_and_barycentrics() -> None:

@@ -80,12 +80,16 @@ def test_buffers(tmp_path: Path) -> None:
     assert torch.equal(model.default_shape, torch.zeros(10))
     assert model.face_uvs.numel() == 0
     np.testing.assert_array_equal(model.faces.numpy(), arrays["f"])
-    np.testing.assert_allclose(model.j_template.numpy(), arrays["J_regressor"] @ arrays["v_template"], atol=1e-6)
+    np.testing.assert_allclose(
+        model.j_template.numpy(), arrays["J_regressor"] @ arrays["v_template"], atol=1e-6
+    )
 
 
 def test_official_pickle_reads_without_chumpy(tmp_path: Path) -> None:
     write_smpl_model(tmp_path / "plain" / "SMPL_NEUTRAL.pkl")
-    write_smpl_model(tmp_path / "zip" / "smpl" / "models" / "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl", official=True)
+    write_smpl_model(
+        tmp_path / "zip" / "smpl" / "models" / "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl", official=True
+    )
     plain, official = load_smpl(tmp_path / "plain"), load_smpl(tmp_path / "zip")
     for name, buffer in plain.named_buffers():
         torch.testing.assert_close(official.get_buffer(name), buffer, msg=name)
@@ -94,7 +98,9 @@ def test_official_pickle_reads_without_chumpy(tmp_path: Path) -> None:
 def test_npz_and_gender_selection(tmp_path: Path) -> None:
     written = {
         "neutral": write_smpl_model(tmp_path / "SMPL_NEUTRAL.npz", seed=0),
-        "male": write_smpl_model(tmp_path / "smpl" / "basicmodel_m_lbs_10_207_0_v1.0.0.pkl", seed=1, official=True),
+        "male": write_smpl_model(
+            tmp_path / "smpl" / "basicmodel_m_lbs_10_207_0_v1.0.0.pkl", seed=1, official=True
+        ),
         "female": write_smpl_model(tmp_path / "basicModel_f_lbs_10_207_0_v1.0.0.pkl", seed=2, official=True),
     }
     for gender, arrays in written.items():
@@ -105,7 +111,9 @@ def test_npz_and_gender_selection(tmp_path: Path) -> None:
 
 def test_file_names_match_case_insensitively(tmp_path: Path) -> None:
     arrays = write_smpl_model(tmp_path / "basicModel_m_lbs_10_207_0_v1.1.0.pkl", seed=3)
-    np.testing.assert_allclose(load_smpl(tmp_path, "male").v_template.numpy(), arrays["v_template"], atol=1e-7)
+    np.testing.assert_allclose(
+        load_smpl(tmp_path, "male").v_template.numpy(), arrays["v_template"], atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("exists", [False, True])

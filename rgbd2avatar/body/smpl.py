@@ -60,7 +60,15 @@ SEARCH_FOLDERS: tuple[str, ...] = (".", "smpl", "smpl/models", "models")
 """Folders under ``--model-dir`` searched for the files (smplx's layout and the official zip's)."""
 NUM_BETAS = 10
 NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)
-REQUIRED_KEYS: tuple[str, ...] = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+REQUIRED_KEYS: tuple[str, ...] = (
+    "v_template",
+    "shapedirs",
+    "posedirs",
+    "J_regressor",
+    "weights",
+    "kintree_table",
+    "f",
+)
 
 
 def load_smpl(model_dir: Path | str, gender: str = "neutral") -> BodyModel:
@@ -118,7 +126,15 @@ def read_smpl_arrays(path: Path) -> dict[str, Any]:
                 return {key: npz[key] for key in npz.files}
         with path.open("rb") as file:
             data = _SmplUnpickler(file, encoding="latin1").load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError) as err:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+        AttributeError,
+        ImportError,
+        TypeError,
+    ) as err:
         raise _bad_file(path, f"unreadable: {err}") from err
     if not isinstance(data, dict):
         raise _bad_file(path, "not a dictionary of arrays")
@@ -166,7 +182,11 @@ def smplx_model(path: Path, arrays: dict[str, Any], gender: str) -> smplx.SMPL:
     """
     with contextlib.redirect_stdout(io.StringIO()):
         return smplx.SMPL(
-            model_path=str(path), data_struct=Struct(**arrays), gender=gender, num_betas=NUM_BETAS, batch_size=1
+            model_path=str(path),
+            data_struct=Struct(**arrays),
+            gender=gender,
+            num_betas=NUM_BETAS,
+            batch_size=1,
         )
 
 
@@ -220,7 +240,9 @@ class _SmplUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.split(".")[0] == "chumpy":
             return _ChumpyArray
-        if (module, name) in self._ALLOWED or (module.startswith("scipy.sparse") and name.endswith("_matrix")):
+        if (module, name) in self._ALLOWED or (
+            module.startswith("scipy.sparse") and name.endswith("_matrix")
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -233,7 +255,9 @@ def _plain(value: Any) -> Any:
 
 
 def _shape_matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
-    return len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
+    return len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected, strict=True)
+    )
 
 
 def _names(gender: str) -> str:
@@ -242,9 +266,10 @@ def _names(gender: str) -> str:
 
 
 def _bad_file(path: Path, problem: str) -> UserError:
-    gender = next((g for g, names in SMPL_FILE_NAMES.items() if path.name.lower() in map(str.lower, names)), "neutral")
+    gender = next(
+        (g for g, names in SMPL_FILE_NAMES.items() if path.name.lower() in map(str.lower, names)), "neutral"
+    )
     return UserError(
         f"{path} is not a usable SMPL model file ({problem}): replace it with {_names(gender)} from the "
         "SMPL download at smpl.is.tue.mpg.de, or point --model-dir to a folder that holds one."
     )
-
