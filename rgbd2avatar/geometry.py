@@ -78,7 +78,8 @@ class MeshQuery:
         self.face_normals = face_normals(self.vertices, self.faces)
 
     def closest_points(self, points: np.ndarray) -> ClosestPoints:
-        """Closest surface points of (N, 3) float32 points, as numpy arrays."""
+        """Closest surface points of (N, 3) points, as numpy arrays."""
+        points = to_numpy(points, np.float32)
         found = self.scene.compute_closest_points(o3d.core.Tensor(points))
         closest = found["points"].numpy()
         uv = found["primitive_uvs"].numpy()  # weights of the 2nd and 3rd vertex
@@ -91,6 +92,7 @@ class MeshQuery:
 
     def winding_numbers(self, points: np.ndarray) -> np.ndarray:
         """Winding number of the mesh around (N, 3) points along each sign ray: (N, R) ints."""
+        points = to_numpy(points, np.float32)
         n, r = len(points), len(SIGN_RAYS)
         if n == 0:  # open3d's list_intersections crashes on zero rays
             return np.zeros((0, r), dtype=np.int64)
@@ -109,7 +111,7 @@ class MeshQuery:
         return votes * 2 > len(SIGN_RAYS)
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        """(N,) signed distances of (N, 3) float32 points, negative inside."""
+        """(N,) float32 signed distances of (N, 3) points, negative inside."""
         distance = self.closest_points(points).distances
         return np.where(self.inside(points), -distance, distance)
 
