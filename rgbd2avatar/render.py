@@ -1,10 +1,10 @@
 """A small CPU renderer of triangle meshes by ray casting (open3d's RaycastingScene, Embree).
 
 Camera model: a pinhole with intrinsics K (3×3) and extrinsics ``world_from_camera`` (4×4),
-OpenCV axes (x right, y down, z forward). Pixel (u, v) — column u, row v — covers the square
-[u, u+1) × [v, v+1) of K's image coordinates, so its centre, where its ray passes, is at
-(u + 0.5, v + 0.5). A calibration written with OpenCV's habit of pixel centres at integers
-(cx ≈ (W − 1) / 2) must have 0.5 added to cx and cy before use here.
+OpenCV axes (x right, y down, z forward) and OpenCV's pixel convention, used across the whole
+project: pixel (u, v) — column u, row v — has its centre, where its ray passes, at the integer
+image coordinates (u, v), so the image spans [−0.5, W − 0.5) × [−0.5, H − 0.5) and an ideal
+centred camera has cx = (W − 1) / 2.
 
 Rays are scaled so their camera-z component is 1: a ray's hit distance is the depth (z in the
 camera frame), which is what a depth camera measures. Background pixels have depth 0 (as in an
@@ -40,7 +40,7 @@ class Camera:
     """A pinhole camera (see the module docstring for the conventions).
 
     Attributes:
-        K: (3, 3) intrinsics; pixel centres at (u + 0.5, v + 0.5).
+        K: (3, 3) intrinsics; pixel centres at integer (u, v).
         world_from_camera: (4, 4) pose: camera-frame points to world points.
         width, height: image size in pixels.
     """
@@ -62,7 +62,7 @@ class Camera:
             (H, W, 6) float32 [origin, direction]; directions have camera-z component 1, so the
             distance along a ray is the depth.
         """
-        u, v = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
+        u, v = np.meshgrid(np.arange(self.width), np.arange(self.height))
         pixels = np.stack([u, v, np.ones_like(u)], -1)  # (H, W, 3) homogeneous pixel centres
         pose = np.asarray(self.world_from_camera, dtype=np.float64)
         directions = pixels @ np.linalg.inv(np.asarray(self.K, dtype=np.float64)).T @ pose[:3, :3].T
@@ -86,9 +86,9 @@ class Camera:
 
 def pinhole_intrinsics(width: int, height: int, fov_y_deg: float) -> np.ndarray:
     """(3, 3) K with square pixels, the given vertical field of view and the optical axis at
-    the image centre (W/2, H/2)."""
+    the image centre ((W − 1) / 2, (H − 1) / 2)."""
     focal = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
-    return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
 
 
 def look_at(

@@ -24,7 +24,7 @@ from rgbd2avatar.render import (
 )
 
 FOCAL, SIZE = 300.0, 161
-K = np.array([[FOCAL, 0.0, SIZE / 2], [0.0, FOCAL, SIZE / 2], [0.0, 0.0, 1.0]])
+K = np.array([[FOCAL, 0.0, (SIZE - 1) / 2], [0.0, FOCAL, (SIZE - 1) / 2], [0.0, 0.0, 1.0]])
 CAMERA = Camera(K=K, world_from_camera=np.eye(4), width=SIZE, height=SIZE)
 RADIUS, DISTANCE = 0.5, 2.0
 
@@ -38,10 +38,10 @@ def test_sphere_disc_radius_and_centre_depth() -> None:
     hits = raycast(*sphere(), CAMERA)
     expected_radius = FOCAL * RADIUS / math.sqrt(DISTANCE**2 - RADIUS**2)
     assert math.sqrt(hits.hit.sum() / math.pi) == pytest.approx(expected_radius, abs=0.3)
-    centre = SIZE // 2  # pixel 80's centre is at 80.5 = cx: its ray is the optical axis
+    centre = SIZE // 2  # pixel 80's centre is at 80 = cx: its ray is the optical axis
     assert hits.depth[centre, centre] == pytest.approx(DISTANCE - RADIUS, abs=1e-4)
     columns = np.flatnonzero(hits.hit[centre])
-    assert (columns[0] + columns[-1] + 1) / 2 == pytest.approx(SIZE / 2)  # disc centred on the axis
+    assert (columns[0] + columns[-1]) / 2 == pytest.approx((SIZE - 1) / 2)  # disc centred on the axis
 
 
 def test_background_is_flagged() -> None:
@@ -81,7 +81,7 @@ def test_rays_pass_through_pixel_centres() -> None:
     rays = camera.rays()
     assert rays.shape == (SIZE - 20, SIZE, 6)
     pixels, depth = camera.project((rays[..., :3] + 2.0 * rays[..., 3:]).reshape(-1, 3))
-    u, v = np.meshgrid(np.arange(SIZE) + 0.5, np.arange(SIZE - 20) + 0.5)
+    u, v = np.meshgrid(np.arange(SIZE), np.arange(SIZE - 20))
     np.testing.assert_allclose(pixels, np.stack([u, v], -1).reshape(-1, 2), atol=1e-3)
     np.testing.assert_allclose(depth, 2.0, atol=1e-5)
 
@@ -92,7 +92,7 @@ def test_look_at_orientation() -> None:
     np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-12)
     assert np.linalg.det(rotation) == pytest.approx(1.0)
     pixels, depth = camera.project(np.array([[0.0, 1.0, 0.0], [0.0, 1.5, 0.0], [0.5, 1.0, 0.0]]))
-    np.testing.assert_allclose(pixels[0], [SIZE / 2, SIZE / 2])
+    np.testing.assert_allclose(pixels[0], [(SIZE - 1) / 2, (SIZE - 1) / 2])
     assert pixels[1, 1] < SIZE / 2  # world up is image up
     assert pixels[2, 0] > SIZE / 2  # looking along −z with y up, world +x is on the right
     np.testing.assert_allclose(depth, 4.0)
