@@ -111,7 +111,7 @@ def write_image(
         image: (H, W) uint8 grey, (H, W, 3) uint8 RGB, (H, W, 4) uint8 RGBA, or (H, W) uint16
             (16-bit PNG only, e.g. depth in millimetres; written and read back bit-exactly).
         jpeg_quality: JPEG quality, 1–95.
-        png_compress_level: zlib level 0–9; 1 is fast enough to keep up with 30 fps capture.
+        png_compress_level: zlib level 0–9; 1 (fast) suits depth written during capture.
     """
     image = np.ascontiguousarray(image)
     suffix = Path(path).suffix.lower()

@@ -402,15 +402,13 @@ class SequenceReader:
     def frame(self, index: int, *, color: bool = True) -> RGBDFrame:
         """Decode frame ``index`` (negative counts from the end); ``color=False`` skips the colour image."""
         index = range(len(self))[index]
-        depth = self._read_depth(self._depth_paths[index])
         color_path = self._color_paths[index] if color else None
-        color_time = None if np.isnan(self._color_times[index]) else float(self._color_times[index])
         return RGBDFrame(
             index=index,
-            depth_mm=depth,
+            depth_mm=self._read_depth(self._depth_paths[index]),
             color=None if color_path is None else self._read_color(color_path),
             depth_time=float(self._depth_times[index]),
-            color_time=color_time if color_path is not None else None,
+            color_time=None if color_path is None else float(self._color_times[index]),
         )
 
     def frames(self, indices: Iterable[int] | None = None, *, color: bool = True) -> Iterator[RGBDFrame]:

@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import rgbd2avatar
-from capture.errors import CaptureError
-from capture.files import TEMP_PREFIX, PathLike, read_json, sha256_file, write_json
+from capture.files import TEMP_PREFIX, PathLike, sha256_file, write_json
 from rgbd2avatar.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -207,9 +206,12 @@ class Workspace:
 
     def _read_manifest(self) -> dict[str, Any]:
         try:
-            manifest = read_json(self.manifest_path)
-        except CaptureError as error:
-            raise UserError(f"{error} (the workspace manifest; delete it to re-run every stage)") from None
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(
+                f"The workspace manifest {self.manifest_path} is unreadable ({error}); restore it, or delete "
+                "it and start the subject again."
+            ) from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise UserError(f"{self.manifest_path} is not an rgbd2avatar manifest; pass a subject directory.")
         return manifest

@@ -126,5 +126,5 @@ def test_not_a_workspace_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a subject workspace"):
         Workspace(tmp_path)
     (tmp_path / MANIFEST).write_text("{oops")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="manifest .* is unreadable"):
         Workspace(tmp_path)
