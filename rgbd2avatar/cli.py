@@ -93,14 +93,6 @@ def _global_options(
 
 
 @command()
-def demo(
-    out: Annotated[Path, typer.Argument(help="Directory for the demo's outputs.")] = Path("demo_out"),
-) -> None:
-    """Run the whole pipeline on a built-in synthetic subject (no camera needed)."""
-    typer.echo(f"demo: outputs will go to {out.absolute()}")
-
-
-@command()
 def status(
     subject: Annotated[Path, typer.Argument(help="Subject workspace directory.")] = Path("."),
 ) -> None:
@@ -136,6 +128,117 @@ def _status_table(workspace: Workspace) -> Table:
 def _local_time(iso: str) -> str:
     """``YYYY-MM-DD HH:MM`` in local time of an ISO 8601 timestamp."""
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+BodyModelOption = Annotated[str, typer.Option("--body-model", "-b", help="Body model: anny (free, default) or smpl.")]
+ModelDirOption = Annotated[
+    Path | None, typer.Option("--model-dir", help="Folder with your SMPL model files (smpl only).")
+]
+GenderOption = Annotated[str, typer.Option("--gender", help="SMPL gender: neutral, male or female.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
+
+
+@command("body-info")
+def body_info(
+    body_model: BodyModelOption = "anny",
+    model_dir: ModelDirOption = None,
+    gender: GenderOption = "neutral",
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the cached anny model.")] = False,
+) -> None:
+    """Load (building once if needed) a body model and print its size, shape parameters and joints."""
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.body.skeleton import JOINT_NAMES
+    from rgbd2avatar.logs import Timer, stage_summary
+
+    with Timer() as timer:
+        if rebuild and body_model == "anny":
+            from rgbd2avatar.body.anny_model import load_anny_arrays
+
+            load_anny_arrays(rebuild=True)
+        body = load_body_model(body_model, model_dir, gender)
+    _, joints = body.rest()
+    typer.echo(f"{body.name}: {body.num_vertices} vertices, {body.faces.shape[0]} triangles, 24 joints")
+    typer.echo("shape parameters: " + ", ".join(f"{n}={v:.2f}" for n, v in zip(body.shape_names, body.default_shape.tolist())))
+    for name, position in zip(JOINT_NAMES, joints[0].tolist()):
+        typer.echo(f"  {name:15s} " + " ".join(f"{x:+.3f}" for x in position))
+    stage_summary("body-info", f"loaded {body.name}", timer.seconds)
+
+
+@command("pose-body")
+def pose_body(
+    out: Annotated[Path, typer.Argument(help="Output folder for the posed meshes and the preview.")],
+    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")] = "walk",
+    fps: Annotated[float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")] = None,
+    shape: Annotated[
+        list[str] | None, typer.Option("--shape", help="Shape parameter NAME=VALUE (repeatable).")
+    ] = None,
+    body_model: BodyModelOption = "anny",
+    model_dir: ModelDirOption = None,
+    gender: GenderOption = "neutral",
+    mesh_format: Annotated[str, typer.Option("--format", help="Mesh file format: ply or obj.")] = "ply",
+    device: DeviceOption = "auto",
+) -> None:
+    """Drive a body model with a motion: one mesh per frame and a front/side preview sheet."""
+    from capture.files import write_json
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.motion import load_motion, parse_frame_range, save_amass
+    from rgbd2avatar.posing import motion_sheet, parse_shape, write_posed_meshes
+
+    if mesh_format not in ("ply", "obj"):
+        raise UserError(f"--format {mesh_format!r} is not supported: use ply or obj.")
+    with Timer() as timer:
+        clip = load_motion(motion, fps=fps, frames=parse_frame_range(frames) if frames else None)
+        body = load_body_model(body_model, model_dir, gender).to(resolve_device(device))
+        body_shape = parse_shape(body, shape or [])
+        paths = write_posed_meshes(body, clip, out / "meshes", body_shape, suffix=f".{mesh_format}")
+        motion_sheet(body, clip, out / "preview.png", body_shape)
+        save_amass(clip, out / "motion.npz")
+        write_json(out / "body.json", {"body_model": body.name, "shape": dict(zip(body.shape_names, body_shape.tolist()))})
+    stage_summary(
+        "pose-body", f"{len(paths)} {body.name} meshes of {clip.name!r}", timer.seconds,
+        f"{len(paths) / timer.seconds:.1f} meshes/s", f"see {out / 'preview.png'}",
+    )
+
+
+@command("export-motion")
+def export_motion(
+    motion: Annotated[str, typer.Argument(help="Built-in motion name or AMASS .npz file.")],
+    out: Annotated[Path, typer.Argument(help="AMASS-style .npz file to write (SMPL layout, 72 poses).")],
+    fps: Annotated[float | None, typer.Option("--fps", help="Resample to this frame rate.")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")] = None,
+) -> None:
+    """Write a motion (e.g. a built-in one) as an AMASS-style .npz that any tool can read."""
+    from rgbd2avatar.motion import load_motion, parse_frame_range, save_amass
+
+    clip = load_motion(motion, fps=fps, frames=parse_frame_range(frames) if frames else None)
+    save_amass(clip, out)
+    typer.echo(f"{out}: {clip.num_frames} frames at {clip.fps:g} fps ({clip.duration:.2f} s)")
+
+
+@command()
+def demo(
+    out: Annotated[Path, typer.Argument(help="Directory for the demo's outputs.")] = Path("demo_out"),
+    device: DeviceOption = "auto",
+) -> None:
+    """Run every stage built so far on the built-in subject (no camera needed) and say where outputs are."""
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.motion import builtin_motion
+    from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
+
+    with Timer() as timer:
+        body = load_body_model("anny").to(resolve_device(device))
+        body_pose_figure(body, out / "body_poses.png")
+        walk = builtin_motion("walk", seconds=1.6)
+        write_posed_meshes(body, walk, out / "walk" / "meshes")
+        motion_sheet(body, walk, out / "walk" / "preview.png")
+    typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
+    typer.echo(f"posed meshes of one walking stride: {out / 'walk' / 'meshes'}  (preview: {out / 'walk' / 'preview.png'})")
+    stage_summary("demo", "all stages built so far", timer.seconds)
 
 
 def main() -> None:
