@@ -130,7 +130,9 @@ def _local_time(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-BodyModelOption = Annotated[str, typer.Option("--body-model", "-b", help="Body model: anny (free, default) or smpl.")]
+BodyModelOption = Annotated[
+    str, typer.Option("--body-model", "-b", help="Body model: anny (free, default) or smpl.")
+]
 ModelDirOption = Annotated[
     Path | None, typer.Option("--model-dir", help="Folder with your SMPL model files (smpl only).")
 ]
@@ -158,8 +160,9 @@ def body_info(
         body = load_body_model(body_model, model_dir, gender)
     _, joints = body.rest()
     typer.echo(f"{body.name}: {body.num_vertices} vertices, {body.faces.shape[0]} triangles, 24 joints")
-    typer.echo("shape parameters: " + ", ".join(f"{n}={v:.2f}" for n, v in zip(body.shape_names, body.default_shape.tolist())))
-    for name, position in zip(JOINT_NAMES, joints[0].tolist()):
+    defaults = zip(body.shape_names, body.default_shape.tolist(), strict=True)
+    typer.echo("shape parameters: " + ", ".join(f"{name}={value:.2f}" for name, value in defaults))
+    for name, position in zip(JOINT_NAMES, joints[0].tolist(), strict=True):
         typer.echo(f"  {name:15s} " + " ".join(f"{x:+.3f}" for x in position))
     stage_summary("body-info", f"loaded {body.name}", timer.seconds)
 
@@ -167,9 +170,15 @@ def body_info(
 @command("pose-body")
 def pose_body(
     out: Annotated[Path, typer.Argument(help="Output folder for the posed meshes and the preview.")],
-    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")] = "walk",
-    fps: Annotated[float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")] = None,
-    frames: Annotated[str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")] = None,
+    motion: Annotated[
+        str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")
+    ] = "walk",
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
+    ] = None,
+    frames: Annotated[
+        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
+    ] = None,
     shape: Annotated[
         list[str] | None, typer.Option("--shape", help="Shape parameter NAME=VALUE (repeatable).")
     ] = None,
@@ -196,10 +205,16 @@ def pose_body(
         paths = write_posed_meshes(body, clip, out / "meshes", body_shape, suffix=f".{mesh_format}")
         motion_sheet(body, clip, out / "preview.png", body_shape)
         save_amass(clip, out / "motion.npz")
-        write_json(out / "body.json", {"body_model": body.name, "shape": dict(zip(body.shape_names, body_shape.tolist()))})
+        write_json(
+            out / "body.json",
+            {"body_model": body.name, "shape": dict(zip(body.shape_names, body_shape.tolist(), strict=True))},
+        )
     stage_summary(
-        "pose-body", f"{len(paths)} {body.name} meshes of {clip.name!r}", timer.seconds,
-        f"{len(paths) / timer.seconds:.1f} meshes/s", f"see {out / 'preview.png'}",
+        "pose-body",
+        f"{len(paths)} {body.name} meshes of {clip.name!r}",
+        timer.seconds,
+        f"{len(paths) / timer.seconds:.1f} meshes/s",
+        f"see {out / 'preview.png'}",
     )
 
 
@@ -208,7 +223,9 @@ def export_motion(
     motion: Annotated[str, typer.Argument(help="Built-in motion name or AMASS .npz file.")],
     out: Annotated[Path, typer.Argument(help="AMASS-style .npz file to write (SMPL layout, 72 poses).")],
     fps: Annotated[float | None, typer.Option("--fps", help="Resample to this frame rate.")] = None,
-    frames: Annotated[str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")] = None,
+    frames: Annotated[
+        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
+    ] = None,
 ) -> None:
     """Write a motion (e.g. a built-in one) as an AMASS-style .npz that any tool can read."""
     from rgbd2avatar.motion import load_motion, parse_frame_range, save_amass
@@ -237,7 +254,8 @@ def demo(
         write_posed_meshes(body, walk, out / "walk" / "meshes")
         motion_sheet(body, walk, out / "walk" / "preview.png")
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
-    typer.echo(f"posed meshes of one walking stride: {out / 'walk' / 'meshes'}  (preview: {out / 'walk' / 'preview.png'})")
+    walk_dir = out / "walk"
+    typer.echo(f"posed meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 

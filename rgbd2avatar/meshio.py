@@ -10,12 +10,16 @@ import trimesh
 from capture.files import write_bytes
 
 
-def write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None = None) -> None:
+def write_mesh(
+    path: Path, vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None = None
+) -> None:
     """Write a triangle mesh; the format follows the suffix (``.ply`` binary, ``.obj``, ``.glb``).
 
     Args:
         vertices: (V, 3) positions in metres; faces: (T, 3) vertex indices;
         vertex_colors: optional (V, 3) uint8 RGB.
     """
-    mesh = trimesh.Trimesh(np.asarray(vertices), np.asarray(faces), vertex_colors=vertex_colors, process=False)
+    mesh = trimesh.Trimesh(
+        np.asarray(vertices), np.asarray(faces), vertex_colors=vertex_colors, process=False
+    )
     write_bytes(path, mesh.export(file_type=Path(path).suffix.lstrip(".").lower()))

@@ -30,7 +30,9 @@ def parse_shape(body: BodyModel, specs: list[str]) -> torch.Tensor:
     for spec in specs:
         name, _, value = spec.partition("=")
         if name not in body.shape_names or not value:
-            raise UserError(f"--shape {spec!r} is not NAME=VALUE with NAME one of {', '.join(body.shape_names)}.")
+            raise UserError(
+                f"--shape {spec!r} is not NAME=VALUE with NAME one of {', '.join(body.shape_names)}."
+            )
         try:
             shape[body.shape_names.index(name)] = float(value)
         except ValueError:
@@ -70,7 +72,9 @@ def write_posed_meshes(
     return paths
 
 
-def motion_sheet(body: BodyModel, motion: Motion, path: Path, shape: torch.Tensor | None = None, panels: int = 6) -> None:
+def motion_sheet(
+    body: BodyModel, motion: Motion, path: Path, shape: torch.Tensor | None = None, panels: int = 6
+) -> None:
     """Save a front/side contact sheet of evenly spaced frames of a posed motion."""
     frames = np.unique(np.linspace(0, motion.num_frames - 1, panels).round().astype(int))
     picked = Motion(motion.poses[frames], motion.trans[frames], motion.fps, name=motion.name)

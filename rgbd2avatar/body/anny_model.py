@@ -45,36 +45,71 @@ PHENOTYPES: tuple[str, ...] = ("gender", "age", "muscle", "weight", "height", "p
 # Anny's phenotype variations, in the order its blend-shape mask columns use, and where each
 # variation's interpolation anchors lie (age starts one step below zero: newborn).
 VARIATIONS: tuple[tuple[str, int], ...] = (
-    ("race", 3), ("gender", 2), ("age", 5), ("muscle", 3), ("weight", 3), ("height", 2),
-    ("proportions", 2), ("cupsize", 3), ("firmness", 3),
+    ("race", 3),
+    ("gender", 2),
+    ("age", 5),
+    ("muscle", 3),
+    ("weight", 3),
+    ("height", 2),
+    ("proportions", 2),
+    ("cupsize", 3),
+    ("firmness", 3),
 )
 
 PCA_SAMPLES = 1024
 PCA_TOLERANCE_M = 1e-4
 
 _SIDE_BONES = {
-    "pelvis": "pelvis", "upperleg01": "hip", "upperleg02": "hip", "lowerleg01": "knee",
-    "lowerleg02": "knee", "foot": "ankle", "toe": "foot", "clavicle": "collar",
-    "shoulder01": "collar", "upperarm01": "shoulder", "upperarm02": "shoulder",
-    "lowerarm01": "elbow", "lowerarm02": "elbow", "wrist": "wrist", "finger": "hand",
+    "pelvis": "pelvis",
+    "upperleg01": "hip",
+    "upperleg02": "hip",
+    "lowerleg01": "knee",
+    "lowerleg02": "knee",
+    "foot": "ankle",
+    "toe": "foot",
+    "clavicle": "collar",
+    "shoulder01": "collar",
+    "upperarm01": "shoulder",
+    "upperarm02": "shoulder",
+    "lowerarm01": "elbow",
+    "lowerarm02": "elbow",
+    "wrist": "wrist",
+    "finger": "hand",
     "metacarpal": "hand",
 }
 _CENTRE_BONES = {
-    "root": "pelvis", "spine05": "pelvis", "spine04": "pelvis", "spine03": "spine1",
-    "spine02": "spine2", "spine01": "spine3", "neck01": "neck", "neck02": "neck",
-    "neck03": "neck", "head": "head", "eye": "head",
+    "root": "pelvis",
+    "spine05": "pelvis",
+    "spine04": "pelvis",
+    "spine03": "spine1",
+    "spine02": "spine2",
+    "spine01": "spine3",
+    "neck01": "neck",
+    "neck02": "neck",
+    "neck03": "neck",
+    "head": "head",
+    "eye": "head",
 }
 
 JOINT_HEADS: dict[str, tuple[str, ...]] = {
-    "pelvis": ("root",), "spine1": ("spine03",), "spine2": ("spine02",), "spine3": ("spine01",),
-    "neck": ("neck01",), "head": ("head",),
+    "pelvis": ("root",),
+    "spine1": ("spine03",),
+    "spine2": ("spine02",),
+    "spine3": ("spine01",),
+    "neck": ("neck01",),
+    "head": ("head",),
     **{
         f"{side}_{joint}": tuple(f"{bone}.{s}" for bone in bones)
         for side, s in (("left", "L"), ("right", "R"))
         for joint, bones in {
-            "hip": ("upperleg01",), "knee": ("lowerleg01",), "ankle": ("foot",),
-            "foot": ("toe1-1", "toe2-1", "toe3-1", "toe4-1", "toe5-1"), "collar": ("clavicle",),
-            "shoulder": ("upperarm01",), "elbow": ("lowerarm01",), "wrist": ("wrist",),
+            "hip": ("upperleg01",),
+            "knee": ("lowerleg01",),
+            "ankle": ("foot",),
+            "foot": ("toe1-1", "toe2-1", "toe3-1", "toe4-1", "toe5-1"),
+            "collar": ("clavicle",),
+            "shoulder": ("upperarm01",),
+            "elbow": ("lowerarm01",),
+            "wrist": ("wrist",),
             "hand": ("finger2-1", "finger3-1", "finger4-1", "finger5-1"),
         }.items()
     },
@@ -151,7 +186,9 @@ def variation_weights(phenotypes: torch.Tensor) -> torch.Tensor:
         if name == "race":
             groups.append(phenotypes.new_full((n, count), 1.0 / count))
             continue
-        value = phenotypes[:, PHENOTYPES.index(name)] if name in PHENOTYPES else phenotypes.new_full((n,), 0.5)
+        value = (
+            phenotypes[:, PHENOTYPES.index(name)] if name in PHENOTYPES else phenotypes.new_full((n,), 0.5)
+        )
         groups.append(hat_weights(value, variation_anchors(count, name, phenotypes.dtype)))
     return torch.cat(groups, 1)
 
@@ -217,8 +254,9 @@ def tpose_rotations(heads: np.ndarray, labels: list[str], parents: list[int]) ->
     return world
 
 
-def repose_linear(verts: np.ndarray, heads: np.ndarray, rots: np.ndarray, parents: list[int],
-                  weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def repose_linear(
+    verts: np.ndarray, heads: np.ndarray, rots: np.ndarray, parents: list[int], weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pose vertices and bone heads with fixed world rotations; linear in (verts, heads).
 
     Args:
@@ -231,7 +269,9 @@ def repose_linear(verts: np.ndarray, heads: np.ndarray, rots: np.ndarray, parent
     """
     posed_heads = np.empty_like(heads)
     for b, p in enumerate(parents):
-        posed_heads[:, b] = heads[:, b] if p < 0 else posed_heads[:, p] + (heads[:, b] - heads[:, p]) @ rots[p].T
+        posed_heads[:, b] = (
+            heads[:, b] if p < 0 else posed_heads[:, p] + (heads[:, b] - heads[:, p]) @ rots[p].T
+        )
     translation = posed_heads - np.einsum("bij,mbj->mbi", rots, heads)  # (M, B, 3)
     blended_rot = np.einsum("vb,bij->vij", weights, rots)  # (V, 3, 3)
     posed = np.einsum("vij,mvj->mvi", blended_rot, verts) + np.einsum("vb,mbi->mvi", weights, translation)
@@ -244,7 +284,9 @@ def _largest_component(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     import scipy.sparse.csgraph
 
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_vertices,) * 2)
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_vertices,) * 2
+    )
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     return np.flatnonzero(labels == np.bincount(labels).argmax())
 
@@ -321,8 +363,9 @@ def _kept_faces(model, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return remap[faces[inside]], model.texture_coordinates.numpy()[uv_ids]
 
 
-def _pca_shape_space(basis: np.ndarray, mask: torch.Tensor, projection: torch.Tensor,
-                     num_vertices: int) -> dict[str, np.ndarray]:
+def _pca_shape_space(
+    basis: np.ndarray, mask: torch.Tensor, projection: torch.Tensor, num_vertices: int
+) -> dict[str, np.ndarray]:
     """Compress the linear shape space to the components that phenotypes actually use.
 
     Args:
@@ -366,6 +409,7 @@ def _principal_directions(centred: np.ndarray) -> np.ndarray:
 
 def _rank_for_tolerance(centred: np.ndarray, vt: np.ndarray) -> int:
     """Fewest components whose reconstruction of every sample is within the tolerance per point."""
+
     def max_error(rank: int) -> float:
         residual = centred - (centred @ vt[:rank].T) @ vt[:rank]
         return float(np.linalg.norm(residual.reshape(len(centred), -1, 3), axis=-1).max())

@@ -43,8 +43,13 @@ def matrix_to_quaternion(rot: torch.Tensor) -> torch.Tensor:
     m = rot
     trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     four_sq = torch.stack(
-        [1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-         1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1
+        [
+            1 + trace,
+            1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+            1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+            1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2],
+        ],
+        -1,
     )
     sx, sy, sz = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
     px, py, pz = m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2]
@@ -86,7 +91,9 @@ def rigid(rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, bottom], -2)
 
 
-def forward_kinematics(rots: torch.Tensor, joints: torch.Tensor, parents: list[int] | tuple[int, ...]) -> torch.Tensor:
+def forward_kinematics(
+    rots: torch.Tensor, joints: torch.Tensor, parents: list[int] | tuple[int, ...]
+) -> torch.Tensor:
     """World transforms of every joint frame.
 
     Args:

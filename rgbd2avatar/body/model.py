@@ -15,8 +15,8 @@ Shapes: F frames, V vertices, J = 24 joints, S shape parameters, C blend-shape c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -27,7 +27,9 @@ CANONICAL_HIP_ANGLE = torch.pi / 6
 """Each hip is rotated outward by this angle about z in the canonical pose (SNARF's choice)."""
 
 
-def canonical_pose(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+def canonical_pose(
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The canonical pose: T-pose arms, legs apart by ±30° at the hips (as SNARF).
 
     Returns:
