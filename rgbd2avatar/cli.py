@@ -250,12 +250,11 @@ def demo(
     with Timer() as timer:
         body = load_body_model("anny").to(resolve_device(device))
         body_pose_figure(body, out / "body_poses.png")
-        walk = builtin_motion("walk", seconds=1.6)
-        write_posed_meshes(body, walk, out / "walk" / "meshes")
-        motion_sheet(body, walk, out / "walk" / "preview.png")
+        walk, walk_dir = builtin_motion("walk", seconds=1.6), out / "walk"
+        write_posed_meshes(body, walk, walk_dir / "meshes")
+        motion_sheet(body, walk, walk_dir / "preview.png")
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
-    walk_dir = out / "walk"
-    typer.echo(f"posed meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
+    typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 
