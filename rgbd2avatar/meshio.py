@@ -22,4 +22,5 @@ def write_mesh(
     mesh = trimesh.Trimesh(
         np.asarray(vertices), np.asarray(faces), vertex_colors=vertex_colors, process=False
     )
-    write_bytes(path, mesh.export(file_type=Path(path).suffix.lstrip(".").lower()))
+    data = mesh.export(file_type=Path(path).suffix.lstrip(".").lower())
+    write_bytes(path, data.encode() if isinstance(data, str) else data)

@@ -41,9 +41,12 @@ def test_status_table(workspace):
     assert "preprocess/points.npz" in result.stdout and "not run" in result.stdout
 
 
-def test_demo_placeholder_names_output_dir(tmp_path):
+def test_demo_writes_its_outputs_and_names_them(tmp_path):
     result = runner.invoke(app, ["demo", str(tmp_path / "out")])
-    assert result.exit_code == 0 and str(tmp_path / "out") in result.stdout
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path / "out" / "body_poses.png") in result.stdout
+    assert (tmp_path / "out" / "body_poses.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "out" / "walk" / "meshes").glob("*.ply"))) == 49
 
 
 def test_import_does_not_load_torch():
