@@ -129,6 +129,8 @@ def relative_transforms(world: torch.Tensor, joints: torch.Tensor) -> torch.Tens
 def skin_points(points: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
     """Linear blend skinning: x' = (Σ_j w_j A_j) x.
 
+    The blend is one matrix product of the weights with the transforms' top 3×4 rows.
+
     Args:
         points: (F, N, 3) or (N, 3) rest points.
         weights: (F, N, J) or (N, J) skinning weights (rows sum to 1).
@@ -136,10 +138,11 @@ def skin_points(points: torch.Tensor, weights: torch.Tensor, transforms: torch.T
     Returns:
         (F, N, 3) skinned points.
     """
-    spec = "nj,fjab->fnab" if weights.dim() == 2 else "fnj,fjab->fnab"
-    blended = torch.einsum(spec, weights, transforms)  # (F, N, 4, 4)
-    pts = points.expand(transforms.shape[0], *points.shape[-2:])
-    return (blended[..., :3, :3] @ pts[..., None])[..., 0] + blended[..., :3, 3]
+    frames, joints = transforms.shape[:2]
+    rows = transforms[..., :3, :].reshape(frames, joints, 12)
+    blended = torch.matmul(weights, rows).unflatten(-1, (3, 4))  # (F, N, 3, 4)
+    pts = points.expand(frames, *points.shape[-2:])
+    return torch.einsum("fnij,fnj->fni", blended[..., :3], pts) + blended[..., 3]
 
 
 def pose_feature(rots: torch.Tensor) -> torch.Tensor:
