@@ -413,6 +413,9 @@ WALK_HIP = 40.0 * DEG  # hip flexion of the lifted leg
 WALK_KNEE = 65.0 * DEG  # knee flexion of the lifted leg
 WALK_ARM_SWING = 25.0 * DEG  # forward/backward arm swing amplitude
 WALK_ELBOW = 15.0 * DEG  # constant elbow flexion
+CAPTURE_SECONDS = 12.0  # one slow turn of the training capture
+CAPTURE_ARMS_UP = 45.0 * DEG  # highest shoulder elevation above horizontal while turning
+CAPTURE_ELBOW = 50.0 * DEG  # largest elbow flexion while turning
 
 X, Y, Z = 0, 1, 2
 ROOT = JOINT_INDEX["pelvis"]
@@ -540,6 +543,16 @@ def _walk(t: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
     return pose, np.zeros((len(t), 3))
 
 
+def _capture(t: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """A training capture: one slow turn while the arms rise and fall every RAISE_PERIOD seconds
+    (from 60° below to 45° above horizontal) and the elbows bend forward twice as often."""
+    pose, trans = _turn(t, duration)
+    elevation = -TURN_ARMS_DOWN + (TURN_ARMS_DOWN + CAPTURE_ARMS_UP) * _raised_cosine(t, RAISE_PERIOD)
+    _set_symmetric(pose, "shoulder", _about(Z, elevation))
+    _set_symmetric(pose, "elbow", _about(Y, -CAPTURE_ELBOW * _raised_cosine(t, RAISE_PERIOD / 2)))
+    return pose, trans
+
+
 MotionFunction = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
 
 # name → (pose function of (times (F,), clip duration), default clip length in seconds, description)
@@ -551,6 +564,11 @@ _BUILTINS: dict[str, tuple[MotionFunction, float, str]] = {
         _walk,
         4 * WALK_PERIOD,
         "walk in place: alternating leg lifts and counter arm swing, 1.6 s per stride",
+    ),
+    "capture": (
+        _capture,
+        CAPTURE_SECONDS,
+        "a training capture: one slow turn while raising the arms and bending the elbows",
     ),
     "tpose": (_static, 1.0, "static rest T-pose"),
     "rest": (_static, 1.0, "static rest T-pose (same as tpose)"),

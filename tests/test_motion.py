@@ -350,3 +350,15 @@ def test_walk_is_mirror_symmetric_half_a_stride_apart():
 
 def test_static_poses_are_rest():
     np.testing.assert_array_equal(builtin_motion("tpose", num_frames=5).poses, 0.0)
+
+
+def test_capture_motion_turns_once_while_the_arms_move():
+    motion = builtin_motion("capture")
+    root = axis_angle_to_matrix(torch.from_numpy(motion.poses[:, :3]).double())
+    half = motion.num_frames // 2
+    assert torch.allclose(
+        root[half], torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64)), atol=1e-2
+    )
+    assert torch.allclose(root[-1], torch.eye(3, dtype=torch.float64), atol=1e-6)
+    shoulder = motion.poses[:, 16 * 3 + 2]
+    assert shoulder.max() - shoulder.min() > np.radians(90)
