@@ -136,3 +136,13 @@ def test_skinning_weights_are_a_partition_of_unity(body):
     assert (body.weights >= 0).all()
     assert torch.allclose(body.weights.sum(1), torch.ones(body.num_vertices), atol=1e-5)
     assert body.faces.min() >= 0 and body.faces.max() < body.num_vertices
+
+
+def test_moving_params_moves_the_body_rigidly(body):
+    gen = torch.Generator().manual_seed(5)
+    pose, trans = 0.4 * torch.randn(3, 72, generator=gen), torch.randn(3, 3, generator=gen)
+    rotation = axis_angle_to_matrix(torch.tensor([0.3, -1.2, 2.0]))
+    offset = torch.tensor([0.5, -1.0, 2.0])
+    moved_pose, moved_trans = body.move_params(pose, trans, rotation, offset)
+    expected = body(pose, None, trans).vertices @ rotation.T + offset
+    assert torch.allclose(body(moved_pose, None, moved_trans).vertices, expected, atol=1e-4)

@@ -174,6 +174,30 @@ class BodyModel(torch.nn.Module):
         canon = self.canonical(shape).transforms
         return posed @ torch.linalg.inv(canon)
 
+    def move_params(
+        self,
+        pose: torch.Tensor,
+        trans: torch.Tensor,
+        rotation: torch.Tensor,
+        offset: torch.Tensor,
+        shape: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pose and translation of the same bodies moved rigidly by x ↦ R x + o.
+
+        The root rotates about the rest pelvis joint j0, so R (R_root (v − j0) + j0 + t) + o is
+        the body with root R·R_root and translation R (j0 + t) + o − j0.
+
+        Args:
+            pose: (F, 72), trans: (F, 3), rotation: (3, 3), offset: (3,), shape: as in forward.
+        Returns:
+            pose (F, 72) and trans (F, 3) of the moved bodies.
+        """
+        pelvis = self.rest(shape)[1][:, 0]  # (1 or F, 3)
+        root = rotation @ lbs.axis_angle_to_matrix(pose[:, :3])
+        moved = pose.clone()
+        moved[:, :3] = lbs.matrix_to_axis_angle(root)
+        return moved, (pelvis + trans) @ rotation.T + offset - pelvis
+
     def _batched_shape(self, shape: torch.Tensor | None) -> torch.Tensor:
         if shape is None:
             return self.default_shape[None]
