@@ -179,7 +179,10 @@ def detect(
 
 def openpose_json(keypoints: np.ndarray) -> dict:
     """OpenPose's per-image JSON for one person from (25, 3) BODY_25 keypoints."""
-    return {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": keypoints.reshape(-1).tolist()}]}
+    return {
+        "version": 1.3,
+        "people": [{"person_id": [-1], "pose_keypoints_2d": keypoints.reshape(-1).tolist()}],
+    }
 
 
 def coco_result(frame: int, keypoints: np.ndarray) -> dict:
