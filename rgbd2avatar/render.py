@@ -27,7 +27,7 @@ import open3d as o3d
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from rgbd2avatar.geometry import face_normals, to_numpy
+from rgbd2avatar.geometry import to_numpy
 
 DEFAULT_ALBEDO = (0.8, 0.8, 0.8)
 """Surface colour (RGB in [0, 1]) of meshes rendered without vertex colours."""
@@ -142,20 +142,35 @@ def raycast(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tenso
     Returns:
         :class:`RayHits` of the camera's image size.
     """
+    return raycast_rays(vertices, faces, camera.rays())
+
+
+def raycast_rays(
+    vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, rays: np.ndarray
+) -> RayHits:
+    """Cast arbitrary rays at a mesh, e.g. one per pixel of a camera with lens distortion.
+
+    Args:
+        vertices: (V, 3) world positions; faces: (T, 3) vertex indices.
+        rays: (H, W, 6) world [origin, direction]; ``depth`` is the hit distance in units of the
+            direction's length (scale directions to camera-z 1 to get depths). Rays with a NaN
+            component hit nothing.
+    Returns:
+        :class:`RayHits` of shape (H, W).
+    """
     verts, tris = to_numpy(vertices, np.float32), to_numpy(faces, np.uint32)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris))
-    found = scene.cast_rays(o3d.core.Tensor(camera.rays()))
-    hit = np.isfinite(found["t_hit"].numpy())
-    ids = np.where(hit, found["primitive_ids"].numpy().astype(np.int64), -1)
-    uv = found["primitive_uvs"].numpy()  # weights of the 2nd and 3rd vertex
-    barycentrics = np.concatenate([1.0 - uv.sum(-1, keepdims=True), uv], -1) * hit[..., None]
-    normals = np.concatenate([face_normals(verts, tris), np.zeros((1, 3))])  # id −1 → the zero row
+    found = scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays, dtype=np.float32)))
+    distance = found["t_hit"].numpy()
+    hit = np.isfinite(distance)
+    uv = found["primitive_uvs"].numpy()  # weights of the 2nd and 3rd vertex, 0 on misses
+    barycentrics = np.concatenate([(1.0 - uv[..., 0] - uv[..., 1])[..., None] * hit[..., None], uv], -1)
     return RayHits(
-        depth=np.where(hit, found["t_hit"].numpy(), 0.0).astype(np.float32),
-        triangle_ids=ids,
-        barycentrics=barycentrics.astype(np.float32),
-        normals=normals[ids].astype(np.float32),
+        depth=np.where(hit, distance, np.float32(0.0)),
+        triangle_ids=np.where(hit, found["primitive_ids"].numpy().astype(np.int64), -1),
+        barycentrics=barycentrics.astype(np.float32, copy=False),
+        normals=found["primitive_normals"].numpy(),  # unit, right-handed (as face_normals), 0 on misses
     )
 
 
