@@ -1,0 +1,1 @@
+"""Synthetic subjects and captures with exact ground truth."""
