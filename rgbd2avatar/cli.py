@@ -277,6 +277,34 @@ def synth(
 
 
 @command()
+def bench(
+    protocol: Annotated[
+        str, typer.Option("--protocol", "-p", help="Benchmark size: small (CPU) or full (GPU).")
+    ] = "small",
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the benchmark's data and its JSON table.")
+    ] = Path("bench_out"),
+) -> None:
+    """Run every stage that exists on the synthetic accuracy benchmark and write a JSON table."""
+    from capture.files import write_json
+    from rgbd2avatar.bench import PROTOCOLS, run_benchmark
+    from rgbd2avatar.logs import Timer, stage_summary
+
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+    with Timer() as timer:
+        table = run_benchmark(protocol, out)
+    write_json(out / f"bench_{protocol}.json", table)
+    for part in ("reconstruction", "animation"):
+        for method, row in table[part].items():
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in row.items())
+            typer.echo(f"{part:15s} {method:20s} {metrics}")
+    stage_summary(
+        "bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'bench_{protocol}.json'}"
+    )
+
+
+@command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Directory for the demo's outputs.")] = Path("demo_out"),
     device: DeviceOption = "auto",

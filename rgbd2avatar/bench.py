@@ -1,0 +1,152 @@
+"""The accuracy benchmark on the synthetic subject: the protocol, its data and its table.
+
+Protocol (two sizes, :data:`PROTOCOLS`):
+
+- **Training capture**: the subject doing the built-in ``capture`` motion (one slow turn while
+  raising the arms and bending the elbows), filmed by the virtual Azure Kinect at 30 fps.
+- **Reconstruction evaluation**: evenly spaced training frames; each method's mesh for that
+  frame against the ground-truth clothed mesh.
+- **Animation evaluation**: held-out motions the capture never shows (``squat``, ``walk``, …);
+  each method's mesh in those poses against the ground-truth clothed mesh.
+- **Metrics** (:mod:`rgbd2avatar.metrics`): volumetric IoU (uniform + near-surface samples),
+  Chamfer-L2 in cm and normal consistency, averaged over the evaluation frames.
+
+Methods in the table are the stages that exist. The naked-body baseline is always there: the
+body model without clothing. Until per-frame body fitting exists it is posed with the
+ground-truth pose and shape (``naked_body_gt``), a lower bound on any naked-body fit's error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from capture.files import load_npz, read_json
+from rgbd2avatar.logs import Timer
+from rgbd2avatar.metrics import mesh_metrics
+from rgbd2avatar.motion import builtin_motion
+from rgbd2avatar.synth.generate import SynthOptions, synthesize
+from rgbd2avatar.synth.subject import make_subject
+
+METRIC_KEYS = ("iou", "iou_uniform", "chamfer_l2_cm", "normal_consistency")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One size of the benchmark.
+
+    Attributes:
+        subject, seed: the synthetic subject; train_frames: frames of the ``capture`` motion (30 fps);
+        recon_frames: training frames evaluated; anim_motions: held-out built-in motions;
+        anim_frames: frames evaluated per held-out motion; samples: metric samples per mesh.
+    """
+
+    name: str
+    subject: str
+    seed: int
+    train_frames: int
+    recon_frames: int
+    anim_motions: tuple[str, ...]
+    anim_frames: int
+    samples: int
+
+
+PROTOCOLS = {
+    "small": Protocol("small", "casual", 0, 181, 6, ("squat", "walk"), 3, 50_000),
+    "full": Protocol("full", "loose", 0, 721, 24, ("squat", "walk", "raise_arms"), 12, 200_000),
+}
+"""``small`` runs the whole pipeline on a 2-core CPU within 30 minutes; ``full`` is for a GPU."""
+
+
+def evenly_spaced(count: int, total: int) -> np.ndarray:
+    """``count`` frame indices spread evenly over ``total`` frames (first and last included)."""
+    return np.unique(np.linspace(0, total - 1, count).round().astype(int))
+
+
+def ensure_capture(protocol: Protocol, data_dir: Path) -> dict:
+    """The protocol's training capture in ``data_dir``, synthesised unless already there.
+
+    Returns:
+        {"frames", "seconds", "fps", "reused"} of the synthesis.
+    """
+    options = SynthOptions(
+        subject=protocol.subject, motion="capture", frames=protocol.train_frames, seed=protocol.seed
+    )
+    summary_path = data_dir / "ground_truth" / "subject.json"
+    if summary_path.exists() and read_json(summary_path)["options"]["frames"] == protocol.train_frames:
+        return {"frames": protocol.train_frames, "reused": True}
+    with Timer() as timer:
+        synthesize(data_dir, options)
+    return {
+        "frames": protocol.train_frames,
+        "seconds": timer.seconds,
+        "frames_per_s": protocol.train_frames / timer.seconds,
+        "reused": False,
+    }
+
+
+def average(rows: list[dict]) -> dict:
+    """Mean of each metric over evaluation frames, plus the frame count."""
+    return {key: float(np.mean([row[key] for row in rows])) for key in METRIC_KEYS} | {"frames": len(rows)}
+
+
+def reconstruction_table(protocol: Protocol, data_dir: Path) -> dict[str, dict]:
+    """Methods' metrics on training frames against the ground-truth clothed meshes."""
+    truth = data_dir / "ground_truth"
+    body = load_npz(truth / "body.npz")
+    subject = make_subject(protocol.subject, seed=protocol.seed)
+    frames = evenly_spaced(protocol.recon_frames, protocol.train_frames)
+    faces = subject.faces.numpy()
+    with torch.no_grad():
+        posed = subject.posed(
+            torch.from_numpy(body["poses"][frames]), torch.from_numpy(body["trans"][frames])
+        )
+    rows = []
+    for i, frame in enumerate(frames):
+        gt = trimesh.load(truth / "meshes" / f"{frame:06d}.ply", process=False)
+        rows.append(
+            mesh_metrics(
+                (posed.body[i].numpy(), faces), (gt.vertices, gt.faces), num_samples=protocol.samples
+            )
+        )
+    return {"naked_body_gt": average(rows)}
+
+
+def animation_table(protocol: Protocol) -> dict[str, dict]:
+    """Methods' metrics on held-out motions against the ground-truth clothed meshes."""
+    subject = make_subject(protocol.subject, seed=protocol.seed)
+    faces = subject.faces.numpy()
+    rows = []
+    for name in protocol.anim_motions:
+        motion = builtin_motion(name)
+        frames = evenly_spaced(protocol.anim_frames + 2, motion.num_frames)[1:-1]  # skip the rest pose
+        with torch.no_grad():
+            posed = subject.posed(
+                torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])
+            )
+        for i in range(len(frames)):
+            rows.append(
+                mesh_metrics(
+                    (posed.body[i].numpy(), faces),
+                    (posed.clothed[i].numpy(), faces),
+                    num_samples=protocol.samples,
+                )
+            )
+    return {"naked_body_gt": average(rows)}
+
+
+def run_benchmark(protocol_name: str, out_dir: Path) -> dict:
+    """Run every stage that exists on the protocol and return the table (JSON-able)."""
+    protocol = PROTOCOLS[protocol_name]
+    data_dir = out_dir / protocol.name / "capture"
+    synth = ensure_capture(protocol, data_dir)
+    return {
+        "protocol": asdict(protocol),
+        "synth": synth,
+        "reconstruction": reconstruction_table(protocol, data_dir),
+        "animation": animation_table(protocol),
+    }
