@@ -147,8 +147,9 @@ def _newton_undistort(
     """
     x, y = _radial_guess(x_d, y_d, intrinsics)
     for _ in range(iterations):
-        fx, fy, a, b, c, d = _distort_xy(x, y, intrinsics)
-        ex, ey = fx - x_d, fy - y_d
+        # residual (ex, ey) and Jacobian [[a, b], [c, d]] = d(x_d, y_d)/d(x, y) at the iterate
+        predicted_x, predicted_y, a, b, c, d = _distort_xy(x, y, intrinsics)
+        ex, ey = predicted_x - x_d, predicted_y - y_d
         if not _pending(ex, ey).any():
             break
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -579,8 +580,9 @@ def azure_kinect_preset(
     recorded ``shared/data/azure_kinect/recording.mkv``, converted to the requested modes.
 
     For the defaults: depth 640 × 576, fx ≈ 504.6, fy ≈ 504.7, cx ≈ 332.8, cy ≈ 348.8; colour
-    1280 × 720, fx ≈ 611.8, fy ≈ 611.9, cx ≈ 639.3, cy ≈ 365.9; the colour camera sits 32 mm to
-    the depth camera's −x side, pitched 4.9° relative to it.
+    1280 × 720, fx ≈ 611.8, fy ≈ 611.9, cx ≈ 639.3, cy ≈ 365.9; the colour camera sits 32 mm
+    along the depth camera's +x axis and looks 4.9° higher (the depth camera is pitched down
+    relative to it); ``depth_to_color`` translation ≈ (−32.1, −2.2, 3.9) mm.
     """
     return calibration_from_factory(
         RECORDING_DEPTH_CAMERA,
