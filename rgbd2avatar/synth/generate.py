@@ -188,12 +188,13 @@ def visible_keypoints(points: np.ndarray, depth: np.ndarray, intrinsics, toleran
     Args:
         points: (K, 3) in the camera frame; depth: (H, W) clean rendered depth (0 = nothing).
     Returns:
-        pixels (K, 2) and visible (K,) bool.
+        pixels (K, 2) (NaN where the point cannot be projected) and visible (K,) bool.
     """
     pixels, z = project(points, intrinsics)
     height, width = depth.shape
-    u, v = np.rint(pixels[:, 0]).astype(int), np.rint(pixels[:, 1]).astype(int)
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height) & (z > 0)
+    finite = np.isfinite(pixels).all(1)
+    u, v = (np.rint(np.nan_to_num(pixels[:, i], nan=-1.0)).astype(int) for i in (0, 1))
+    inside = finite & (u >= 0) & (u < width) & (v >= 0) & (v < height) & (z > 0)
     surface = depth[np.clip(v, 0, height - 1), np.clip(u, 0, width - 1)]
     visible = inside & ((surface == 0) | (z <= surface + tolerance))
     return pixels, visible
