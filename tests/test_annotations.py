@@ -65,3 +65,9 @@ def test_file_formats():
     hit = np.array([[True, False]])
     iuv = ann.iuv_image(np.array([[23, 5]]), np.array([[[1.0, 0.5], [0.2, 0.2]]]), hit)
     assert iuv.dtype == np.uint8 and iuv[0, 0].tolist() == [24, 255, 128] and iuv[0, 1].tolist() == [0, 0, 0]
+
+
+def test_unprojectable_keypoints_are_missed():
+    pixels = np.array([[np.nan, np.nan], [10.0, 20.0]])
+    det = ann.detect(pixels, np.array([False, True]), np.random.default_rng(0), ann.DetectorNoise(miss=0.0))
+    assert (det[0] == 0).all() and np.isfinite(det).all() and det[1, 2] > 0

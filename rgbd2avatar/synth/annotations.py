@@ -159,11 +159,14 @@ def detect(
     """Detector-like keypoints from exact projections.
 
     Args:
-        pixels: (K, 2) exact pixel positions; visible: (K,) bool, in the image and not occluded.
+        pixels: (K, 2) exact pixel positions (NaN: cannot be seen, always missed);
+        visible: (K,) bool, in the image and not occluded.
     Returns:
         (K, 3) x, y, confidence; missed keypoints are (0, 0, 0), as detectors write them.
     """
     count = len(pixels)
+    projectable = np.isfinite(pixels).all(1)
+    pixels = np.nan_to_num(pixels)
     sigma = np.where(visible, noise.sigma_px, noise.occluded_sigma_px)[:, None]
     noisy = pixels + rng.normal(size=(count, 2)) * sigma
     gross = rng.random(count) < noise.outlier
@@ -171,7 +174,7 @@ def detect(
     noisy += gross[:, None] * rng.uniform(20, 80, (count, 1)) * np.stack([np.cos(angle), np.sin(angle)], 1)
     confidence = np.where(visible, rng.uniform(0.6, 0.95, count), rng.uniform(0.05, 0.4, count))
     confidence = np.where(gross, rng.uniform(0.2, 0.5, count), confidence)
-    missed = rng.random(count) < np.where(visible, noise.miss, noise.occluded_miss)
+    missed = (rng.random(count) < np.where(visible, noise.miss, noise.occluded_miss)) | ~projectable
     out = np.concatenate([noisy, confidence[:, None]], 1)
     out[missed] = 0.0
     return out
