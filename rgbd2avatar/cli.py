@@ -304,17 +304,24 @@ def bench(
     )
 
 
+DEMO_FRAMES = 45
+"""Frames of the demo's synthetic capture (one turn of the ``capture`` motion, 1.5 s at 30 fps)."""
+
+
 @command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Directory for the demo's outputs.")] = Path("demo_out"),
     device: DeviceOption = "auto",
 ) -> None:
     """Run every stage built so far on the built-in subject (no camera needed) and say where outputs are."""
+    from capture.files import write_image
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.devices import resolve_device
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
+    from rgbd2avatar.synth.figure import frame_figure
+    from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
     with Timer() as timer:
         body = load_body_model("anny").to(resolve_device(device))
@@ -322,8 +329,17 @@ def demo(
         walk, walk_dir = builtin_motion("walk", seconds=1.6), out / "walk"
         write_posed_meshes(body, walk, walk_dir / "meshes")
         motion_sheet(body, walk, walk_dir / "preview.png")
+        capture_dir = out / "capture"
+        synthesize(capture_dir, SynthOptions(frames=DEMO_FRAMES))
+        write_image(capture_dir / "frame_000010.png", frame_figure(capture_dir, 10))
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
+    typer.echo(
+        f"synthetic Azure Kinect capture: {capture_dir / 'sequence'}  (truth: {capture_dir / 'ground_truth'})"
+    )
+    typer.echo(
+        f"one captured frame (depth, colour, keypoints, IUV, mask): {capture_dir / 'frame_000010.png'}"
+    )
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 

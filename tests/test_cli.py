@@ -47,6 +47,8 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert str(tmp_path / "out" / "body_poses.png") in result.stdout
     assert (tmp_path / "out" / "body_poses.png").stat().st_size > 10_000
     assert len(list((tmp_path / "out" / "walk" / "meshes").glob("*.ply"))) == 49
+    assert len(list((tmp_path / "out" / "capture" / "sequence" / "depth").glob("*.png"))) == 45
+    assert (tmp_path / "out" / "capture" / "frame_000010.png").exists()
 
 
 def test_import_does_not_load_torch():
