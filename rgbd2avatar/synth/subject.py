@@ -63,10 +63,10 @@ HEAD_CENTRE_OFFSET = (0.0, 0.065, -0.01)  # skull centre relative to the head jo
 HAIRLINE_FRONT, HAIRLINE_SIDE = math.radians(22.0), math.radians(6.0)  # hairline elevations
 HAIR_RAMP = math.radians(25.0)  # hair reaches full volume this far above the hairline
 HAIR_EDGE = math.radians(12.0)
-BUN_DIRECTION = np.array(
-    [0.0, math.sin(math.radians(25.0)), -math.cos(math.radians(25.0))]
-)  # from the skull centre
+BUN_ELEVATION = math.radians(25.0)  # the bun sits at the back of the head, this high above its centre
 BUN_SPREAD = math.radians(22.0)
+LIMBS = {"arm": ("shoulder", "wrist", (0.0, 1.0, 0.0)), "leg": ("hip", "knee", (1.0, 0.0, 0.0))}
+"""Limbs: first and last joint (without side) and the left limb's reference direction (angle +π/2)."""
 ARM_BLEND = (-0.05, 0.15)  # arm positions where the top blends from torso to sleeve
 ARM_RADIUS = (0.09, 0.13)  # ... and distances from the arm's axis where the arm ends
 TOP_OVER_BOTTOM = 0.006  # the top lies at least this far outside the bottom where both cover
@@ -89,7 +89,8 @@ FOLD_PHASE_BEND, FOLD_PHASE_SIDE, FOLD_PHASE_RAISE = 4.0, 3.0, 1.5  # fold phase
 FOLD_WAVELENGTH, FOLD_TWIST = 0.07, 1.2
 FOLD_REFERENCE = 0.025  # fold amplitudes scale down where the top is closer than this to the body
 SLEEVE_FOLD, SLEEVE_WAVELENGTH = 0.007, 0.045
-HEM_LIFT, HEM_LIFT_SPAN = 0.035, 0.4  # hem lift with both arms up (for a top 4.5 cm loose at the hem)
+HEM_LIFT, HEM_LIFT_SPAN = 0.035, 0.4  # hem lift (m) with both arms up; torso height it fades over
+HEM_LIFT_LOOSENESS = 0.045  # ... for a top this loose at the hem (the lift scales with looseness)
 JOINT_BULGE, JOINT_WRINKLE, JOINT_SPREAD, JOINT_WAVELENGTH = 0.012, 0.5, 0.05, 0.035
 HIP_FOLD, HIP_FOLD_WAVELENGTH, HIP_FOLD_SPREAD = 0.02, 0.03, 0.06
 SQUEEZE = 0.6  # share of the top's offset pressed out between a lowered arm and the torso side
@@ -205,7 +206,7 @@ PRESETS: dict[str, SubjectPreset] = {
         phenotypes={"gender": 0.65},
         top=Top(),
         bottom=Bottom(),
-        hair=Hair(),
+        hair=Hair(nape=-55.0),
         shoes=Shoes(),
     ),
     "loose": SubjectPreset(
@@ -507,25 +508,19 @@ class BodyFrame:
         """(N,) how much a point belongs to the subject's left (+x) side: 0 → 1 across ±2 cm."""
         return smoothstep(points[:, 0], -0.02, 0.02)
 
-    def limb(
-        self,
-        points: np.ndarray,
-        start: str,
-        stop: str,
-        reference: tuple[float, float, float] = (0.0, 1.0, 0.0),
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Position along a limb, angle around it and distance from its axis.
+    def limb(self, points: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Position along a limb (:data:`LIMBS`), angle around it and distance from its axis.
 
         Positions blend the left and right limb by :meth:`left_share`; angles and distances are
         the nearer side's.
 
         Args:
-            points: (N, 3); start, stop: joint names without side, e.g. ``"shoulder"``, ``"wrist"``.
-            reference: the direction, for the left limb (mirrored in x for the right), that
-                angle +π/2 points to; angle 0 points to the front (+z).
+            points: (N, 3); name: ``"arm"`` or ``"leg"``.
         Returns:
-            position (N,): 0 at ``start``, 1 at ``stop``; angle (N,) in (−π, π]; radius (N,) (m).
+            position (N,): 0 at the limb's first joint, 1 at its last; angle (N,) in (−π, π]:
+            0 towards the front (+z), +π/2 towards the limb's reference direction; radius (N,) (m).
         """
+        start, stop, reference = LIMBS[name]
         per_side = []
         for side, mirror in (("left", 1.0), ("right", -1.0)):
             a, b = self.joints[JOINT_INDEX[f"{side}_{start}"]], self.joints[JOINT_INDEX[f"{side}_{stop}"]]
@@ -536,9 +531,8 @@ class BodyFrame:
             radial = rel - along[:, None] * axis
             towards = _perpendicular(np.asarray(reference) * [mirror, 1.0, 1.0], axis)
             front = _perpendicular(np.array([0.0, 0.0, 1.0]), axis)
-            per_side.append(
-                (along / length, np.arctan2(radial @ towards, radial @ front), np.linalg.norm(radial, axis=1))
-            )
+            angle = np.arctan2(radial @ towards, radial @ front)
+            per_side.append((along / length, angle, np.linalg.norm(radial, axis=1)))
         left = self.left_share(points)
         (pos_l, angle_l, radius_l), (pos_r, angle_r, radius_r) = per_side
         nearer = left > 0.5
@@ -548,17 +542,26 @@ class BodyFrame:
             np.where(nearer, radius_l, radius_r),
         )
 
+    def limb_length(self, name: str) -> float:
+        """Rest length (m) of the left limb ``name`` (:data:`LIMBS`), first to last joint."""
+        start, stop, _ = LIMBS[name]
+        return float(
+            np.linalg.norm(
+                self.joints[JOINT_INDEX[f"left_{stop}"]] - self.joints[JOINT_INDEX[f"left_{start}"]]
+            )
+        )
+
     def arm(self, points: np.ndarray) -> np.ndarray:
         """(N,) position along the arm: 0 at the shoulder joint, 1 at the wrist; < 0 on the torso."""
-        return self.limb(points, "shoulder", "wrist")[0]
+        return self.limb(points, "arm")[0]
 
     def leg(self, points: np.ndarray) -> np.ndarray:
         """(N,) position along the leg: 0 at the hip joint, 1 at the knee; < 0 above the hips."""
-        return self.limb(points, "hip", "knee")[0]
+        return self.limb(points, "leg")[0]
 
     def armness(self, points: np.ndarray) -> np.ndarray:
         """(N,) 0 on the torso → 1 on the arms: past the shoulder joint and near the arm's axis."""
-        position, _, radius = self.limb(points, "shoulder", "wrist")
+        position, _, radius = self.limb(points, "arm")
         return smoothstep(position, *ARM_BLEND) * (1 - smoothstep(radius, *ARM_RADIUS))
 
     def azimuth(self, points: np.ndarray) -> np.ndarray:
@@ -604,7 +607,7 @@ def body_frame(body: BodyModel, verts: np.ndarray, joints: np.ndarray) -> BodyFr
 def top_coverage(frame: BodyFrame, points: np.ndarray, top: Top) -> np.ndarray:
     """(N,) how much the top covers each point: 1 inside, 0 outside, linear across its borders."""
     s, per_metre = frame.torso(points), 1 / frame.torso_length
-    arm_width = HEM_EDGE / _bone_length(frame, "shoulder", "wrist")
+    arm_width = HEM_EDGE / frame.limb_length("arm")
     return np.minimum.reduce(
         [
             ramp(s, top.hem, HEM_EDGE * per_metre),
@@ -619,7 +622,7 @@ def bottom_coverage(frame: BodyFrame, points: np.ndarray, bottom: Bottom) -> np.
     """(N,) how much the bottom covers each point."""
     return np.minimum(
         1 - ramp(frame.torso(points), bottom.waist, EDGE / frame.torso_length),
-        1 - ramp(frame.leg(points), bottom.length, HEM_EDGE / _bone_length(frame, "hip", "knee")),
+        1 - ramp(frame.leg(points), bottom.length, HEM_EDGE / frame.limb_length("leg")),
     )
 
 
@@ -687,10 +690,9 @@ def hair_thickness(frame: BodyFrame, points: np.ndarray, hair: Hair) -> np.ndarr
     """(N,) hair volume: zero at the hairline, full above it, 20 % fuller at the back, plus the bun."""
     elevation, azimuth = frame.head_angles(points)
     rise = smoothstep(elevation, hairline(azimuth, hair), hairline(azimuth, hair) + HAIR_RAMP)
-    direction = np.stack(
-        [np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)], 1
-    )
-    from_bun = np.arccos(np.clip(direction @ BUN_DIRECTION, -1.0, 1.0))
+    rel = points - frame.head_centre
+    bun_direction = np.array([0.0, math.sin(BUN_ELEVATION), -math.cos(BUN_ELEVATION)])
+    from_bun = np.arccos(np.clip(rel @ bun_direction / np.linalg.norm(rel, axis=1), -1.0, 1.0))
     bun = hair.bun * np.exp(-0.5 * (from_bun / BUN_SPREAD) ** 2)
     return rise * (hair.volume * (0.9 - 0.1 * np.cos(azimuth)) + bun)
 
@@ -772,80 +774,130 @@ def cloth_coefficients(pose: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _joint_bulge(cover: np.ndarray, position: np.ndarray, centre: float, length: float) -> np.ndarray:
-    """(V,) a bulge with wrinkles around a limb at ``centre`` (limb position, limb ``length`` m)."""
+@dataclass
+class ClothSite:
+    """What the pose-dependent fields of one rest body are laid out on.
+
+    Attributes:
+        frame: the body's frame; verts: (V, 3) rest vertices; normals: (V, 3) the offsets'
+        directions; offsets: (V,) rest offsets; cover: (V, 5) garment coverage, the top's and the
+        bottom's smoothed; preset: the clothing.
+    """
+
+    frame: BodyFrame
+    verts: np.ndarray
+    normals: np.ndarray
+    offsets: np.ndarray
+    cover: np.ndarray
+    preset: SubjectPreset
+
+    @property
+    def depth(self) -> np.ndarray:
+        """(V,) 0 → 1 as the offset reaches :data:`FOLD_REFERENCE`, so folds never push cloth inside."""
+        return np.clip(self.offsets / FOLD_REFERENCE, 0.0, 1.0)
+
+    @property
+    def torso_top(self) -> np.ndarray:
+        """(V,) the top's coverage on the torso (not the sleeves)."""
+        return self.cover[:, TOP] * (1 - self.frame.armness(self.verts))
+
+    @property
+    def sleeves(self) -> np.ndarray:
+        """(V,) the top's coverage on the sleeves."""
+        return self.cover[:, TOP] * self.frame.armness(self.verts)
+
+    @property
+    def left(self) -> np.ndarray:
+        """(V,) share of the subject's left side (:meth:`BodyFrame.left_share`)."""
+        return self.frame.left_share(self.verts)
+
+
+def fold_weights(site: ClothSite) -> dict[str, np.ndarray]:
+    """(V,) weights of the folds on the torso (a sine and a cosine field, so any phase can be
+    mixed) and of the ripples along each sleeve."""
+    frame, verts = site.frame, site.verts
+    wave = 2 * np.pi * verts[:, 1] / FOLD_WAVELENGTH + FOLD_TWIST * np.sin(2 * frame.azimuth(verts))
+    torso = site.torso_top * site.depth
+    along_arm = frame.arm(verts) * frame.limb_length("arm")
+    sleeve = site.sleeves * site.depth * np.sin(2 * np.pi * along_arm / SLEEVE_WAVELENGTH)
+    return {
+        "fold_sin": torso * np.sin(wave),
+        "fold_cos": torso * np.cos(wave),
+        "sleeve_left": sleeve * site.left,
+        "sleeve_right": sleeve * (1 - site.left),
+    }
+
+
+def joint_bulge(cover: np.ndarray, position: np.ndarray, centre: float, length: float) -> np.ndarray:
+    """(V,) a bulge with wrinkles around a limb at ``centre`` (a limb position; the limb is ``length`` m)."""
     metres = (position - centre) * length
     wrinkles = 1 + JOINT_WRINKLE * np.sin(2 * np.pi * metres / JOINT_WAVELENGTH)
     return cover * np.exp(-0.5 * (metres / JOINT_SPREAD) ** 2) * wrinkles
 
 
-def _bone_length(frame: BodyFrame, start: str, stop: str) -> float:
-    """Rest distance (m) between the left ``start`` and ``stop`` joints."""
-    return float(
-        np.linalg.norm(frame.joints[JOINT_INDEX[f"left_{stop}"]] - frame.joints[JOINT_INDEX[f"left_{start}"]])
-    )
+def elbow_position(frame: BodyFrame) -> float:
+    """Arm position (0 shoulder, 1 wrist) of the left elbow joint."""
+    shoulder, elbow = (frame.joints[JOINT_INDEX[f"left_{name}"]] for name in ("shoulder", "elbow"))
+    return float(np.linalg.norm(elbow - shoulder)) / frame.limb_length("arm")
 
 
-def cloth_bases(
-    frame: BodyFrame,
-    verts: np.ndarray,
-    normals: np.ndarray,
-    offsets: np.ndarray,
-    cover: np.ndarray,
-    preset: SubjectPreset,
-) -> np.ndarray:
-    """The pose-dependent fields B_k (displacement per metre of coefficient) of :data:`FIELDS`.
+def joint_weights(site: ClothSite) -> dict[str, np.ndarray]:
+    """(V,) weights of the bulges at covered elbows and knees and of the folds at the front of
+    the hips, per side."""
+    frame, verts = site.frame, site.verts
+    arm, leg, thigh = frame.arm(verts), frame.leg(verts), frame.limb_length("leg")
+    elbow = joint_bulge(site.cover[:, TOP], arm, elbow_position(frame), frame.limb_length("arm"))
+    knee = joint_bulge(site.cover[:, BOTTOM], leg, 1.0, thigh)
+    crease = np.exp(-0.5 * (leg * thigh / HIP_FOLD_SPREAD) ** 2) * np.clip(site.normals[:, 2], 0.0, 1.0)
+    ripple = np.sin(2 * np.pi * leg * thigh / HIP_FOLD_WAVELENGTH)
+    hip = site.cover[:, BOTTOM] * site.depth * crease * ripple
+    return {
+        "elbow_left": elbow * site.left,
+        "elbow_right": elbow * (1 - site.left),
+        "knee_left": knee * site.left,
+        "knee_right": knee * (1 - site.left),
+        "hip_left": hip * site.left,
+        "hip_right": hip * (1 - site.left),
+    }
 
-    Folds and ripples scale down where the cloth is close to the body (so they never push it
-    inside); everything is weighted by the smoothed coverage of its garment, so bare skin never
-    moves.
 
-    Args:
-        frame: the rest body's frame; verts: (V, 3) rest vertices; normals: (V, 3) the offsets'
-            directions; offsets: (V,) rest offsets; cover: (V, 5) smoothed garment coverage.
-    Returns:
-        (K, V, 3) fields.
+def squeeze_weights(site: ClothSite) -> dict[str, np.ndarray]:
+    """(V,) weights (metres: minus the local offset) of the top where a lowered arm presses on
+    the torso: the torso's side facing the arm and the underside of the upper arm."""
+    frame, verts, normals = site.frame, site.verts, site.normals
+    side = site.torso_top * smoothstep(frame.torso(verts), 0.3, 0.6)
+    upper_arm = 1 - smoothstep(frame.arm(verts), 0.3, 0.55)
+    underside = site.sleeves * np.clip(-normals[:, 1], 0.0, 1.0) * upper_arm
+    facing_left, facing_right = np.clip(normals[:, 0], 0.0, 1.0), np.clip(-normals[:, 0], 0.0, 1.0)
+    return {
+        "squeeze_left": -site.offsets * site.left * (side * facing_left + underside),
+        "squeeze_right": -site.offsets * (1 - site.left) * (side * facing_right + underside),
+    }
+
+
+def hem_lift(site: ClothSite) -> np.ndarray:
+    """(V, 3) the upward field that lifts the top's hem: 1 at the hem fading to 0 at
+    :data:`HEM_LIFT_SPAN` above it, scaled by the hem's looseness (a tight top lifts less)."""
+    lift = np.zeros_like(site.verts)
+    top = site.preset.top
+    if top is not None:
+        above = smoothstep(site.frame.torso(site.verts), top.hem, top.hem + HEM_LIFT_SPAN)
+        lift[:, 1] = site.torso_top * (1 - above) * top.looseness[1] / HEM_LIFT_LOOSENESS
+    return lift
+
+
+def cloth_bases(site: ClothSite) -> np.ndarray:
+    """The pose-dependent fields B_k of :data:`FIELDS`, (K, V, 3).
+
+    All but the hem lift move along the normals; each is weighted by the smoothed coverage of
+    its garment, so bare skin never moves.
     """
-    top, bottom = cover[:, TOP], cover[:, BOTTOM]
-    armness, left = frame.armness(verts), frame.left_share(verts)
-    depth = np.clip(offsets / FOLD_REFERENCE, 0.0, 1.0)
-    arm_length, thigh = _bone_length(frame, "shoulder", "wrist"), _bone_length(frame, "hip", "knee")
-    arm, leg = frame.arm(verts), frame.leg(verts)
-
-    wave = 2 * np.pi * verts[:, 1] / FOLD_WAVELENGTH + FOLD_TWIST * np.sin(2 * frame.azimuth(verts))
-    torso_folds = top * (1 - armness) * depth
-    sleeve = top * armness * depth * np.sin(2 * np.pi * arm * arm_length / SLEEVE_WAVELENGTH)
-    hem_height = preset.top.hem if preset.top is not None else 0.0
-    hem_scale = preset.top.looseness[1] / 0.045 if preset.top is not None else 0.0
-    lift = top * (1 - armness) * (1 - smoothstep(frame.torso(verts), hem_height, hem_height + HEM_LIFT_SPAN))
-    elbow = _joint_bulge(top, arm, _bone_length(frame, "shoulder", "elbow") / arm_length, arm_length)
-    knee = _joint_bulge(bottom, leg, 1.0, thigh)
-    crease = np.exp(-0.5 * (leg * thigh / HIP_FOLD_SPREAD) ** 2) * np.clip(normals[:, 2], 0.0, 1.0)
-    hip = bottom * depth * crease * np.sin(2 * np.pi * leg * thigh / HIP_FOLD_WAVELENGTH)
-    torso_side = (1 - armness) * smoothstep(frame.torso(verts), 0.3, 0.6)
-    arm_underside = armness * np.clip(-normals[:, 1], 0.0, 1.0) * (1 - smoothstep(arm, 0.3, 0.55))
-    squeezed = -top * offsets
-
-    along_normal = np.stack(
-        [
-            torso_folds * np.sin(wave),
-            torso_folds * np.cos(wave),
-            sleeve * left,
-            sleeve * (1 - left),
-            np.zeros_like(left),
-            elbow * left,
-            elbow * (1 - left),
-            knee * left,
-            knee * (1 - left),
-            hip * left,
-            hip * (1 - left),
-            squeezed * left * (torso_side * np.clip(normals[:, 0], 0.0, 1.0) + arm_underside),
-            squeezed * (1 - left) * (torso_side * np.clip(-normals[:, 0], 0.0, 1.0) + arm_underside),
-        ]
-    )  # (K, V)
-    bases = along_normal[..., None] * normals
-    bases[FIELDS.index("hem_lift"), :, 1] = hem_scale * lift
-    return bases
+    along_normal = {**fold_weights(site), **joint_weights(site), **squeeze_weights(site)}
+    fields = [
+        hem_lift(site) if name == "hem_lift" else along_normal[name][:, None] * site.normals
+        for name in FIELDS
+    ]
+    return np.stack(fields)
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,7 +915,6 @@ class Dressing:
         static: (V, 3) rest displacement: offsets along the normals plus the shoes' fairing.
         coverage: (V, 5) garment coverage (linear ramps; the garment label is its argmax).
         bases: (K, V, 3) pose-dependent fields (:func:`cloth_bases`).
-        clearance: (V,) free space in front of each rest vertex (m).
     """
 
     normals: np.ndarray
@@ -871,7 +922,6 @@ class Dressing:
     static: np.ndarray
     coverage: np.ndarray
     bases: np.ndarray
-    clearance: np.ndarray
 
 
 def dress(frame: BodyFrame, verts: np.ndarray, faces: np.ndarray, preset: SubjectPreset) -> Dressing:
@@ -880,8 +930,8 @@ def dress(frame: BodyFrame, verts: np.ndarray, faces: np.ndarray, preset: Subjec
     Steps: smoothed normals; coverage and thickness of each garment; cap the offsets at
     :data:`CLEARANCE_SHARE` of the free space in front of each vertex, spread as a Lipschitz
     envelope so a tight spot also limits its neighbours; diffuse the offsets over the mesh with
-    bare skin held at zero; fair the feet inside the shoes; smooth each garment's coverage the
-    same way for the pose fields.
+    bare skin held at zero; fair the feet inside the shoes; smooth the top's and the bottom's
+    coverage the same way for the pose fields.
 
     Args:
         frame: the body's frame; verts: (V, 3) rest vertices; faces: (T, 3).
@@ -896,14 +946,17 @@ def dress(frame: BodyFrame, verts: np.ndarray, faces: np.ndarray, preset: Subjec
     cap = lipschitz_envelope(np.minimum(CLEARANCE_SHARE * free, raw.max()), verts, faces, CAP_SLOPE)
     offsets = np.minimum(diffuse(np.minimum(raw, cap), laplacian, mass, SMOOTHING, fixed=raw <= 0), cap)
     shoes = fairing(verts, laplacian, mass, SHOE_FAIRING, cover[:, SHOES])
-    smooth_cover = np.stack([diffuse(c, laplacian, mass, SMOOTHING, fixed=c <= 0) for c in cover.T], 1)
+    smooth_cover = cover.copy()
+    for garment in (TOP, BOTTOM):
+        smooth_cover[:, garment] = diffuse(
+            cover[:, garment], laplacian, mass, SMOOTHING, fixed=cover[:, garment] <= 0
+        )
     return Dressing(
         normals=normals,
         offsets=offsets,
         static=offsets[:, None] * normals + shoes,
         coverage=cover,
-        bases=cloth_bases(frame, verts, normals, offsets, smooth_cover, preset),
-        clearance=free,
+        bases=cloth_bases(ClothSite(frame, verts, normals, offsets, smooth_cover, preset)),
     )
 
 
@@ -964,8 +1017,8 @@ class Appearance:
         top = self.preset.top
         frame = self.frame
         on_arm = frame.armness(points) > 0.5
-        arm_pos, arm_angle, _ = frame.limb(points, "shoulder", "wrist")
-        along = np.where(on_arm, arm_pos * _bone_length(frame, "shoulder", "wrist"), points[:, 1])
+        arm_pos, arm_angle, _ = frame.limb(points, "arm")
+        along = np.where(on_arm, arm_pos * frame.limb_length("arm"), points[:, 1])
         around = np.where(on_arm, arm_angle * ARM_RADIUS_MEAN, frame.azimuth(points) * TORSO_RADIUS)
         c0, c1 = top.colors
         if top.pattern == "stripes":
@@ -983,7 +1036,7 @@ class Appearance:
     def bottom(self, points: np.ndarray) -> np.ndarray:
         """The bottom's pattern, laid out around each leg's axis (continued up over the hips)."""
         bottom, frame = self.preset.bottom, self.frame
-        _, angle, _ = frame.limb(points, "hip", "knee", reference=(1.0, 0.0, 0.0))
+        _, angle, _ = frame.limb(points, "leg")
         around, along = angle * LEG_RADIUS, points[:, 1]
         c0, c1 = bottom.colors
         if bottom.pattern == "denim":
@@ -1046,6 +1099,36 @@ class PosedSubject:
     transforms: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RestSurface:
+    """The rest clothed surface that appearance is defined on (numpy, float64).
+
+    Attributes:
+        faces: (T, 3); points: (V, 3) rest clothed vertices; coverage: (V, 5) garment coverage.
+    """
+
+    faces: np.ndarray
+    points: np.ndarray
+    coverage: np.ndarray
+
+    def sample(self, triangle_ids: np.ndarray, barycentrics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rest points and garment labels of surface points given as triangle + barycentrics.
+
+        The point is the barycentric combination of the triangle's rest corners; the label is
+        the argmax of the interpolated garment coverage, so garment borders are crisp lines
+        across triangles.
+
+        Args:
+            triangle_ids: (N,) triangle indices; barycentrics: (N, 3) weights of their corners.
+        Returns:
+            points (N, 3) float64 and labels (N,) int64.
+        """
+        corners = self.faces[np.asarray(triangle_ids)]  # (N, 3)
+        weights = np.asarray(barycentrics, dtype=np.float64)[..., None]
+        points = (self.points[corners] * weights).sum(1)
+        return points, (self.coverage[corners] * weights).sum(1).argmax(1)
+
+
 class Subject(torch.nn.Module):
     """A clothed, textured, animatable synthetic person on a body model.
 
@@ -1054,7 +1137,8 @@ class Subject(torch.nn.Module):
             colours and pattern phases (:func:`vary`).
 
     Attributes:
-        body, preset (as varied by the seed), seed, frame (:class:`BodyFrame`), appearance.
+        body, preset (as varied by the seed), seed, frame (:class:`BodyFrame`), appearance
+        (:class:`Appearance`), rest_surface (:class:`RestSurface`).
     Buffers:
         shape (S,), rest_vertices (V, 3) naked rest body, rest_normals (V, 3), offsets (V,),
         static_displacement (V, 3), cloth_bases (K, V, 3), garment_coverage (V, 5), garment_labels (V,) long.
@@ -1071,7 +1155,6 @@ class Subject(torch.nn.Module):
         self.frame = body_frame(body, rest, joints[0].detach().cpu().double().numpy())
         dressing = dress(self.frame, rest, body.faces.cpu().numpy(), self.preset)
         self.appearance = Appearance(self.frame, self.preset)
-        self.clearance = dressing.clearance
 
         def buffer(array: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(array, dtype=torch.float32, device=body.faces.device)
@@ -1084,6 +1167,11 @@ class Subject(torch.nn.Module):
         self.register_buffer("cloth_bases", buffer(dressing.bases))
         self.register_buffer("garment_coverage", buffer(dressing.coverage))
         self.register_buffer("garment_labels", self.garment_coverage.argmax(1))
+        self.rest_surface = RestSurface(
+            faces=body.faces.cpu().numpy(),
+            points=self.rest_clothed().detach().cpu().double().numpy(),
+            coverage=dressing.coverage,
+        )
 
     @property
     def faces(self) -> torch.Tensor:
@@ -1128,22 +1216,8 @@ class Subject(torch.nn.Module):
         return self.posed(pose, trans).clothed
 
     def surface_at(self, triangle_ids: np.ndarray, barycentrics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rest-pose points and garment labels of surface points given as triangle + barycentrics.
-
-        The point is the barycentric combination of the rest clothed triangle's corners; the
-        label is the argmax of the interpolated garment coverage, so garment borders are crisp
-        lines across triangles.
-
-        Args:
-            triangle_ids: (N,) triangle indices; barycentrics: (N, 3) weights of their corners.
-        Returns:
-            points (N, 3) float64 and labels (N,) int64.
-        """
-        corners = np.asarray(self.faces.cpu())[np.asarray(triangle_ids)]  # (N, 3)
-        weights = np.asarray(barycentrics, dtype=np.float64)[..., None]
-        points = (self._rest_clothed_numpy()[corners] * weights).sum(1)
-        coverage = (self.garment_coverage.cpu().double().numpy()[corners] * weights).sum(1)
-        return points, coverage.argmax(1)
+        """Rest-pose points and garment labels of surface points (:meth:`RestSurface.sample`)."""
+        return self.rest_surface.sample(triangle_ids, barycentrics)
 
     def surface_color(self, points_rest: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(N, 3) RGB albedo in [0, 1] of (N, 3) rest-pose clothed points with (N,) garment labels."""
@@ -1160,10 +1234,7 @@ class Subject(torch.nn.Module):
 
     def vertex_colors(self) -> np.ndarray:
         """(V, 3) RGB in [0, 1] at the vertices, for quick previews."""
-        return self.surface_color(self._rest_clothed_numpy(), self.garment_labels.cpu().numpy())
-
-    def _rest_clothed_numpy(self) -> np.ndarray:
-        return self.rest_clothed().detach().cpu().double().numpy()
+        return self.surface_color(self.rest_surface.points, self.garment_labels.cpu().numpy())
 
 
 def make_subject(
