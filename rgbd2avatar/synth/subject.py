@@ -4,21 +4,23 @@ No real capture of a person can be downloaded, so the tool makes its own subject
 surface is the body mesh pushed out by a clothing displacement field defined in the rest (T)
 pose, so it shares the body's faces and skinning weights and poses like the body:
 
-    x(pose) = LBS(v_rest + P(pose) + o ⊙ n + Σ_k c_k(pose) B_k,  W,  A(pose))
+    x(pose) = LBS(v_rest + P(pose) + o ⊙ n + f + Σ_k c_k(pose) B_k,  W,  A(pose))
 
 - ``o`` (V,): the garments' rest offsets along the smoothed rest normals ``n`` (V, 3): a loose
   top (torso and upper arms, looser at the hem), shorts or a flared skirt-like bottom, hair
   volume and thin shoes. Each garment is a *coverage* (linear ramps of body-relative
   coordinates: torso height, position along the arm and the leg, elevation on the head) times a
   thickness profile. The offsets are capped by the free space in front of each vertex (rays
-  cast along and around the normal, so armpits, crotch and buttocks do not interpenetrate),
+  cast in cones around the raw and the smoothed normal), spread as a Lipschitz envelope so a
+  tight crease also limits its neighbours (armpits, crotch and buttocks do not interpenetrate),
   then smoothed by implicit heat diffusion over the mesh (cotangent Laplacian) with the bare
-  skin held at exactly zero.
+  skin held at exactly zero. ``f`` (V, 3) fairs the feet inside the shoes, fusing the toes.
 - ``B_k`` (K, V, 3): pose-dependent cloth correctives, like SMPL's pose blend shapes: folds on
   the top whose amplitude and phase follow the spine bend and the arm raise, ripples on the
   sleeves, the top's hem lifting with the arms, bulges with wrinkles at covered elbows and
-  knees, folds at the front of the hips with hip flexion. Their coefficients ``c_k(pose)`` are
-  smooth functions of the joint rotation matrices (:func:`cloth_coefficients`).
+  knees, folds at the front of the hips with hip flexion, and the top pressed thinner between
+  a lowered arm and the torso. Their coefficients ``c_k(pose)`` are smooth functions of the
+  joint rotation matrices (:func:`cloth_coefficients`).
 - ``P(pose)``: the body's own pose correctives (SMPL has them, anny has none).
 
 Appearance is a procedural function of the rest-pose clothed surface position, crisp at any
