@@ -320,7 +320,7 @@ def demo(
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
-    from rgbd2avatar.synth.figure import frame_figure
+    from rgbd2avatar.synth.figure import frame_figure, subjects_figure
     from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
     with Timer() as timer:
@@ -332,6 +332,7 @@ def demo(
         capture_dir = out / "capture"
         synthesize(capture_dir, SynthOptions(frames=DEMO_FRAMES))
         write_image(capture_dir / "frame_000010.png", frame_figure(capture_dir, 10))
+        write_image(out / "subjects.png", subjects_figure())
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(

@@ -1,16 +1,21 @@
-"""A picture of one synthetic frame: depth, colour with detector keypoints, IUV and person mask."""
+"""Pictures of the synthetic data: one captured frame (depth, colour with detector keypoints, IUV, mask)
+and the subject presets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from capture.files import read_image, read_json
 from capture.sequence import SequenceReader
-from rgbd2avatar.preview import part_colors
-from rgbd2avatar.render import contact_sheet
+from rgbd2avatar.body import load_body_model
+from rgbd2avatar.motion import builtin_motion
+from rgbd2avatar.preview import framing_cameras, part_colors
+from rgbd2avatar.render import contact_sheet, raycast, shade
+from rgbd2avatar.synth.subject import PRESETS, make_subject
 
 PANEL_HEIGHT = 360
 
@@ -72,3 +77,34 @@ def frame_figure(capture_dir: Path, index: int) -> np.ndarray:
         "person mask (depth)",
     ]
     return contact_sheet(panels, cols=2, labels=labels)
+
+
+def textured_render(subject, vertices: np.ndarray, camera) -> np.ndarray:
+    """A shaded image of posed clothed vertices (V, 3), coloured per pixel by the subject's albedo."""
+    hits = raycast(vertices, subject.faces, camera)
+    colors = np.zeros((*hits.hit.shape, 3))
+    colors[hits.hit] = subject.albedo_at(hits.triangle_ids[hits.hit], hits.barycentrics[hits.hit])
+    return shade(hits, camera, colors)
+
+
+def subjects_figure(seed: int = 0, panel: tuple[int, int] = (230, 330)) -> np.ndarray:
+    """Every subject preset at rest, with arms up and mid-stride, front and side, one row each."""
+    body = load_body_model("anny")
+    poses = torch.cat([
+        torch.zeros(1, 72),
+        builtin_motion("raise_arms", fps=4.0).to_torch()[0][8:9],
+        builtin_motion("walk", fps=10.0).to_torch()[0][4:5],
+    ])  # fmt: skip
+    subjects = {name: make_subject(name, seed=seed, body=body) for name in PRESETS}
+    with torch.no_grad():
+        verts = {name: subject.clothed(poses).numpy() for name, subject in subjects.items()}
+    cameras = framing_cameras(
+        np.concatenate([v.reshape(-1, 3) for v in verts.values()]), ("front", "side"), *panel
+    )
+    panels, labels = [], []
+    for name, subject in subjects.items():
+        for frame, pose_name in zip(verts[name], ("rest", "arms up", "walk"), strict=True):
+            for camera, view in zip(cameras, ("front", "side"), strict=True):
+                panels.append(textured_render(subject, frame, camera))
+                labels.append(f"{name}: {pose_name} ({view})")
+    return contact_sheet(panels, cols=6, labels=labels)
