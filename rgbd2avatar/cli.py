@@ -235,6 +235,128 @@ def export_motion(
     typer.echo(f"{out}: {clip.num_frames} frames at {clip.fps:g} fps ({clip.duration:.2f} s)")
 
 
+ForceOption = Annotated[bool, typer.Option("--force", help="Run the stage even if it is up to date.")]
+
+
+@command()
+def capture(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace to record into (created if missing).")],
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Seconds to record (default: until Ctrl-C).")
+    ] = None,
+    fps: Annotated[int, typer.Option("--fps", help="Camera frame rate: 5, 15 or 30.")] = 30,
+    depth_mode: Annotated[
+        str,
+        typer.Option("--depth-mode", help="nfov_unbinned, nfov_2x2binned, wfov_2x2binned or wfov_unbinned."),
+    ] = "nfov_unbinned",
+    color_resolution: Annotated[
+        str, typer.Option("--color-resolution", help="720p, 1080p, 1440p, 1536p, 2160p or 3072p.")
+    ] = "720p",
+    countdown: Annotated[
+        float, typer.Option("--countdown", help="Seconds to count down before recording.")
+    ] = 3.0,
+    device_id: Annotated[int, typer.Option("--device-id", help="Which connected Azure Kinect.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier raw recording.")] = False,
+) -> None:
+    """Record an Azure Kinect (kinect extra + Microsoft's SDK), then import it; Ctrl-C stops cleanly."""
+    from capture.kinect import check_modes, record
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.stages import import_stage
+
+    check_modes(fps, depth_mode, color_resolution, duration)
+    raw = subject.absolute() / "raw"
+    with Timer() as timer:
+        summary = record(
+            raw, duration, fps=fps, depth_mode=depth_mode, color_resolution=color_resolution,
+            countdown=countdown, device_id=device_id, overwrite=overwrite, on_status=_recording_status(),
+        )  # fmt: skip
+        import_stage(summary.mkv, subject, force=True)
+    how = "stopped with Ctrl-C" if summary.interrupted else "complete"
+    stage_summary(
+        "capture", f"{summary.frames} frames ({summary.seconds:.1f} s, {how})", timer.seconds,
+        f"{summary.dropped} dropped", f"raw MKV {summary.mkv}",
+    )  # fmt: skip
+
+
+def _recording_status():
+    """A status callback for :func:`capture.kinect.record` that shows the countdown and, four
+    times a second at most, the frames recorded so far."""
+    import time
+
+    from rgbd2avatar.logs import console
+
+    shown = {"at": 0.0}
+
+    def show(status) -> None:
+        if status.phase == "countdown":
+            console.print(f"recording in {status.countdown_left:.0f} …")
+            return
+        now = time.monotonic()
+        if now - shown["at"] >= 0.25:
+            shown["at"] = now
+            line = f"recording: {status.frames} frames, {status.seconds:.1f} s, {status.dropped} dropped"
+            console.print(line + " (Ctrl-C stops)", end="\r")
+
+    return show
+
+
+@command("import")
+def import_command(
+    source: Annotated[
+        Path, typer.Argument(help="Azure Kinect .mkv, a folder of depth/colour images, or a sequence folder.")
+    ],
+    subject: Annotated[Path, typer.Argument(help="Subject workspace to import into (created if missing).")],
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", help="Import at most this many frames.")
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """Import a recording into a subject workspace as an RGB-D sequence (no Azure Kinect SDK needed)."""
+    from capture.sequence import SequenceReader
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.stages import import_stage
+
+    if not source.exists():
+        raise UserError(f"{source} does not exist; pass an Azure Kinect .mkv file or a folder of images.")
+    with Timer() as timer:
+        workspace = import_stage(source, subject, max_frames, force)
+    frames = len(SequenceReader(workspace.root / "recording"))
+    stage_summary(
+        "import",
+        f"{frames} frames from {source}",
+        timer.seconds,
+        f"sequence in {workspace.root / 'recording'}",
+    )
+
+
+@command()
+def preprocess(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with an imported recording.")],
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="Keep every N-th frame (default: about 10 frames per second)."),
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", help="Keep at most this many frames, spread evenly.")
+    ] = None,
+    masks: Annotated[
+        Path | None, typer.Option("--masks", help="Folder of person masks (PNG, depth-image pixels) to use.")
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """Back-project depth to person points with colours and PCA normals, frame by frame."""
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.stages import preprocess_stage
+
+    with Timer() as timer:
+        workspace = preprocess_stage(subject, stride, max_frames, masks, force)
+    index = read_json(workspace.root / "preprocess" / "index.json")
+    stage_summary(
+        "preprocess", f"{len(index['frames'])} frames", timer.seconds, f"in {workspace.root / 'preprocess'}"
+    )
+
+
 @command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder: OUT/sequence (RGB-D) and OUT/ground_truth.")],

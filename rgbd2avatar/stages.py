@@ -1,0 +1,96 @@
+"""Pipeline stages on a subject workspace: each reads the previous stage's files, writes its own,
+and records itself in the manifest, so that an up-to-date stage is skipped and a changed input,
+parameter or output re-runs it (see :mod:`rgbd2avatar.workspace`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rgbd2avatar.logs import progress
+from rgbd2avatar.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(
+    workspace: Workspace,
+    stage: str,
+    inputs: Iterable[Path | str],
+    params: Mapping[str, Any],
+    outputs: Iterable[Path | str],
+    work: Callable[[], Any],
+    force: bool = False,
+) -> bool:
+    """Run ``work`` unless ``stage`` is up to date for these inputs and parameters, then record it.
+
+    Returns:
+        True when the stage ran, False when it was up to date and skipped.
+    """
+    inputs = list(inputs)
+    reason = "forced" if force else workspace.stale_reason(stage, inputs, params)
+    if reason is None:
+        log.info("%s is up to date; skipping it (use --force to run it again)", stage)
+        return False
+    log.info("%s: running (%s)", stage, reason)
+    started = time.time()
+    work()
+    workspace.record(stage, inputs, params, list(outputs), started=started)
+    return True
+
+
+def import_stage(
+    source: Path, subject: Path, max_frames: int | None = None, force: bool = False
+) -> Workspace:
+    """Import a recording (Azure Kinect MKV, image folder or sequence) into ``subject/recording``."""
+    from capture.importer import import_recording
+
+    workspace = Workspace.create(subject)
+    destination = workspace.root / "recording"
+    run_stage(
+        workspace,
+        "recording",
+        [source.absolute()],
+        {"max_frames": max_frames},
+        [destination],
+        lambda: import_recording(source, destination, max_frames=max_frames, progress=_bar("import")),
+        force,
+    )
+    return workspace
+
+
+def preprocess_stage(
+    subject: Path, stride: int | None, max_frames: int | None, mask_dir: Path | None, force: bool = False
+) -> Workspace:
+    """Per-frame person points, normals and colours from ``subject/recording`` into ``subject/preprocess``."""
+    from capture.preprocess import preprocess
+
+    workspace = Workspace(subject)
+    recording, out = workspace.root / "recording", workspace.root / "preprocess"
+    inputs = [recording] + ([mask_dir.absolute()] if mask_dir else [])
+    params = {"stride": stride, "max_frames": max_frames, "masks": str(mask_dir) if mask_dir else None}
+    run_stage(
+        workspace,
+        "preprocess",
+        inputs,
+        params,
+        [out],
+        lambda: preprocess(
+            recording,
+            out,
+            stride=stride,
+            max_frames=max_frames,
+            mask_dir=mask_dir,
+            progress=_bar("preprocess"),
+        ),
+        force,
+    )
+    return workspace
+
+
+def _bar(description: str) -> Callable[[Iterable[Any], int | None], Iterable[Any]]:
+    """A progress callable ``(iterable, total) → iterable`` for the capture package."""
+    return lambda iterable, total=None: progress(iterable, total=total, description=description)
