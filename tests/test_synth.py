@@ -11,8 +11,8 @@ from scipy import ndimage
 from capture.calibration import backproject, transform_points
 from capture.files import load_npz, read_image
 from capture.sequence import SequenceReader
+from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.geometry import MeshQuery
-from rgbd2avatar.synth import annotations as ann
 from rgbd2avatar.synth.generate import SynthOptions, synthesize
 from rgbd2avatar.synth.sensor import NoiseModel
 from rgbd2avatar.synth.subject import make_subject
@@ -86,7 +86,7 @@ def test_visible_keypoints_project_into_the_person(capture):
         pixels = np.rint(exact["body25"][index][exact["body25_visible"][index]]).astype(int)
         assert len(pixels) > 10
         assert mask[pixels[:, 1], pixels[:, 0]].mean() > 0.9
-    assert exact["body25"].shape == (FRAMES, len(ann.BODY25), 2)
+    assert exact["body25"].shape == (FRAMES, len(kp.BODY25), 2)
 
 
 def test_same_seed_same_capture(capture, tmp_path):

@@ -38,6 +38,7 @@ import torch
 from capture.calibration import azure_kinect_preset, project, transform_points, world_from_color
 from capture.files import save_npz, write_image, write_json
 from capture.sequence import RGBDFrame, SequenceWriter
+from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.errors import UserError
 from rgbd2avatar.logs import progress
 from rgbd2avatar.meshio import write_mesh
@@ -149,7 +150,7 @@ def build_stage(options: SynthOptions) -> Stage:
         scene_meshes=scene_meshes,
         albedo=person_surface_fn(subject, 0, scene_albedo, "albedo"),
         reflectivity=person_surface_fn(subject, 0, scene_reflectivity, "reflectivity"),
-        landmarks=ann.landmark_vertices(subject.body),
+        landmarks=kp.landmark_vertices(subject.body),
         floor_lift=lift,
     )
 
@@ -225,8 +226,8 @@ class GroundTruthWriter:
         self.coco: list[dict] = []
         self.exact: dict[str, list] = {"coco17": [], "body25": [], "coco17_visible": [], "body25_visible": []}
         self.layouts = {
-            "coco17": ann.keypoint_layout(ann.COCO17, stage.landmarks),
-            "body25": ann.keypoint_layout(ann.BODY25, stage.landmarks),
+            "coco17": kp.keypoint_layout(kp.COCO17, stage.landmarks),
+            "body25": kp.keypoint_layout(kp.BODY25, stage.landmarks),
         }
         self.faces = stage.subject.faces.cpu().numpy()
 

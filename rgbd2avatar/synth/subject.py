@@ -47,9 +47,9 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.sparse.linalg import splu
 
 from rgbd2avatar.body import BodyModel, lbs, load_body_model
+from rgbd2avatar.body.keypoints import landmark_vertices
 from rgbd2avatar.body.skeleton import JOINT_INDEX, NUM_JOINTS
 from rgbd2avatar.errors import UserError
-from rgbd2avatar.synth.annotations import landmark_vertices
 
 GARMENTS = ("skin", "top", "bottom", "hair", "shoes")
 SKIN, TOP, BOTTOM, HAIR, SHOES = range(len(GARMENTS))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import load_body_model
 from rgbd2avatar.body.skeleton import JOINT_INDEX
 from rgbd2avatar.synth import annotations as ann
@@ -17,8 +18,8 @@ def body():
 def test_landmarks_sit_where_anatomy_says(body):
     verts = body.rest()[0][0].numpy()
     joints = body.rest()[1][0].numpy()
-    lm = {name: verts[i] for name, i in ann.landmark_vertices(body).items()}
-    assert set(lm) == set(ann.LANDMARKS)
+    lm = {name: verts[i] for name, i in kp.landmark_vertices(body).items()}
+    assert set(lm) == set(kp.LANDMARKS)
     assert lm["nose"][2] > lm["left_eye"][2] > lm["left_ear"][2]  # nose in front, ears behind
     assert lm["left_eye"][1] > lm["nose"][1] > joints[JOINT_INDEX["neck"], 1]
     for side, sign in (("left", 1), ("right", -1)):
@@ -29,16 +30,16 @@ def test_landmarks_sit_where_anatomy_says(body):
 
 
 def test_layouts_resolve_every_keypoint(body):
-    landmarks = ann.landmark_vertices(body)
+    landmarks = kp.landmark_vertices(body)
     out = body(torch.zeros(1, 72))
     verts, joints = out.vertices.numpy(), out.joints.numpy()
-    coco = ann.keypoint_layout(ann.COCO17, landmarks).points(joints, verts)
-    body25 = ann.keypoint_layout(ann.BODY25, landmarks).points(joints, verts)
+    coco = kp.keypoint_layout(kp.COCO17, landmarks).points(joints, verts)
+    body25 = kp.keypoint_layout(kp.BODY25, landmarks).points(joints, verts)
     assert coco.shape == (1, 17, 3) and body25.shape == (1, 25, 3)
-    assert np.allclose(coco[0, ann.COCO17.index("left_wrist")], joints[0, JOINT_INDEX["left_wrist"]])
+    assert np.allclose(coco[0, kp.COCO17.index("left_wrist")], joints[0, JOINT_INDEX["left_wrist"]])
     neck = joints[0, [JOINT_INDEX["left_shoulder"], JOINT_INDEX["right_shoulder"]]].mean(0)
-    assert np.allclose(body25[0, ann.BODY25.index("neck")], neck)
-    assert np.allclose(body25[0, ann.BODY25.index("nose")], coco[0, 0])
+    assert np.allclose(body25[0, kp.BODY25.index("neck")], neck)
+    assert np.allclose(body25[0, kp.BODY25.index("nose")], coco[0, 0])
 
 
 def test_detector_noise_statistics():
