@@ -56,7 +56,9 @@ def import_stage(
         [source.absolute()],
         {"max_frames": max_frames},
         [destination],
-        lambda: import_recording(source, destination, max_frames=max_frames, progress=_bar("import")),
+        lambda: import_recording(
+            source, destination, max_frames=max_frames, progress=_bar("import"), overwrite=True
+        ),
         force,
     )
     return workspace
