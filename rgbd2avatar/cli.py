@@ -337,7 +337,7 @@ def preprocess(
         typer.Option("--stride", help="Keep every N-th frame (default: about 10 frames per second)."),
     ] = None,
     max_frames: Annotated[
-        int | None, typer.Option("--max-frames", help="Keep at most this many frames, spread evenly.")
+        int | None, typer.Option("--max-frames", help="At most this many frames, evenly spread (600).")
     ] = None,
     masks: Annotated[
         Path | None, typer.Option("--masks", help="Folder of person masks (PNG, depth-image pixels) to use.")

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import track
+from rich.progress import Progress, track
 
 T = TypeVar("T")
 
@@ -44,6 +45,18 @@ def progress(iterable: Iterable[T], total: int | None = None, description: str =
         yield from iterable
         return
     yield from track(iterable, description=description, total=total, console=console, transient=True)
+
+
+@contextmanager
+def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``report(done, total)`` callback drawing a progress bar on a terminal (silent otherwise),
+    for stages that report progress themselves rather than being iterated."""
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 class Timer:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rgbd2avatar.logs import progress
+from rgbd2avatar.logs import progress, progress_callback
 from rgbd2avatar.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -67,29 +67,25 @@ def import_stage(
 def preprocess_stage(
     subject: Path, stride: int | None, max_frames: int | None, mask_dir: Path | None, force: bool = False
 ) -> Workspace:
-    """Per-frame person points, normals and colours from ``subject/recording`` into ``subject/preprocess``."""
-    from capture.preprocess import preprocess
+    """Per-frame person points, normals and colours from ``subject/recording`` into ``subject/preprocess``.
+
+    ``stride`` / ``max_frames`` None keep the preprocessing defaults (about 10 fps, at most 600 frames).
+    """
+    from capture.preprocess import DEFAULT_MAX_FRAMES, preprocess
 
     workspace = Workspace(subject)
     recording, out = workspace.root / "recording", workspace.root / "preprocess"
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
     inputs = [recording] + ([mask_dir.absolute()] if mask_dir else [])
     params = {"stride": stride, "max_frames": max_frames, "masks": str(mask_dir) if mask_dir else None}
-    run_stage(
-        workspace,
-        "preprocess",
-        inputs,
-        params,
-        [out],
-        lambda: preprocess(
-            recording,
-            out,
-            stride=stride,
-            max_frames=max_frames,
-            mask_dir=mask_dir,
-            progress=_bar("preprocess"),
-        ),
-        force,
-    )
+
+    def work() -> None:
+        with progress_callback("preprocess") as report:
+            preprocess(
+                recording, out, stride=stride, max_frames=max_frames, mask_dir=mask_dir, progress=report
+            )
+
+    run_stage(workspace, "preprocess", inputs, params, [out], work, force)
     return workspace
 
 
