@@ -51,3 +51,21 @@ def test_capture_without_pyk4a_or_with_bad_modes_is_one_clear_line(tmp_path):
     )
     assert "15 fps" in message
     assert not (tmp_path / "s").exists()
+
+
+def test_import_and_preprocess_a_synthetic_capture(tmp_path):
+    from rgbd2avatar.synth.generate import SynthOptions, synthesize
+
+    synthesize(tmp_path / "capture", SynthOptions(frames=4, seed=1))
+    subject = tmp_path / "subject"
+    assert runner.invoke(app, ["import", str(tmp_path / "capture" / "sequence"), str(subject)]).exit_code == 0
+    result = runner.invoke(app, ["preprocess", str(subject), "--stride", "1"])
+    assert result.exit_code == 0, result.output
+    index = json.loads((subject / "preprocess" / "index.json").read_text())
+    assert [f["index"] for f in index["frames"]] == [0, 1, 2, 3]
+    assert len(list((subject / "preprocess" / "frames").glob("*.npz"))) == 4
+    again = runner.invoke(app, ["preprocess", str(subject), "--stride", "1"])
+    assert "up to date" in again.stderr
+    changed = runner.invoke(app, ["preprocess", str(subject), "--stride", "2"])
+    assert "parameters changed: stride" in changed.stderr
+    assert len(json.loads((subject / "preprocess" / "index.json").read_text())["frames"]) == 2
