@@ -442,9 +442,11 @@ def demo(
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
+    from rgbd2avatar.stages import import_stage, preprocess_stage
     from rgbd2avatar.synth.figure import frame_figure, subjects_figure
     from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
+    subject = out / "subject"
     with Timer() as timer:
         body = load_body_model("anny").to(resolve_device(device))
         body_pose_figure(body, out / "body_poses.png")
@@ -455,6 +457,8 @@ def demo(
         synthesize(capture_dir, SynthOptions(frames=DEMO_FRAMES))
         write_image(capture_dir / "frame_000010.png", frame_figure(capture_dir, 10))
         write_image(out / "subjects.png", subjects_figure())
+        import_stage(capture_dir / "sequence", subject)
+        preprocess_stage(subject, stride=None, max_frames=None, mask_dir=None)
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(
