@@ -142,8 +142,8 @@ def grid_normals(
     """PCA normals of an organised point image (a back-projected depth image).
 
     Only pixels with finite points take part, so setting the points outside a mask to NaN first
-    restricts every neighbourhood to the mask (the person, say). Neighbours are gathered for the
-    valid pixels only, in batches of :data:`_CHUNK` pixels.
+    restricts every neighbourhood to the mask (the person, say). The work is done on the bounding
+    box of the valid pixels, gathering neighbours for them only, :data:`_CHUNK` pixels at a time.
 
     Args:
         points: (H, W, 3) camera-frame points in metres, NaN where invalid
@@ -157,14 +157,27 @@ def grid_normals(
     """
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd number ≥ 3, not {window}")
+    normals = np.full(points.shape, np.nan, np.float32)
+    valid = np.isfinite(points).all(-1)
+    rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+    if not len(rows):
+        return normals
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    normals[box] = _crop_normals(points[box], valid[box], window, max_jump, min_neighbours)
+    return normals
+
+
+def _crop_normals(
+    points: np.ndarray, valid: np.ndarray, window: int, max_jump: float, min_neighbours: int
+) -> np.ndarray:
+    """:func:`grid_normals` of (h, w, 3) points with (h, w) ``valid`` pixels: (h, w, 3) float32."""
     radius = window // 2
-    height, width = points.shape[:2]
-    padded = np.pad(
-        np.asarray(points, np.float32), ((radius, radius), (radius, radius), (0, 0)), constant_values=np.nan
-    )
+    height, width = valid.shape
+    pad = ((radius, radius), (radius, radius))
+    padded = np.pad(np.asarray(points, np.float32), (*pad, (0, 0)), constant_values=np.nan)
     flat = padded.reshape(-1, 3)
     planes = np.ascontiguousarray(flat.T)
-    centres = np.flatnonzero(np.isfinite(flat).all(1))
+    centres = np.flatnonzero(np.pad(valid, pad))
     offsets, rings = window_offsets(window, width + 2 * radius)
     normals = np.full_like(flat, np.nan)
     for start in range(0, len(centres), _CHUNK):
@@ -173,7 +186,7 @@ def grid_normals(
         enough = count >= min_neighbours
         vectors = smallest_eigenvectors(covariance[enough])
         normals[batch[enough]] = orient_towards(vectors, flat[batch[enough]].astype(np.float64))
-    return normals.reshape(padded.shape)[radius : radius + height, radius : radius + width].copy()
+    return normals.reshape(padded.shape)[radius : radius + height, radius : radius + width]
 
 
 def point_normals(

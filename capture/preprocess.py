@@ -271,7 +271,8 @@ class FrameProcessor:
         mask = self.person_mask(frame, points)
         person = np.where(mask[..., None], points, np.float32(np.nan))
         normals = grid_normals(person, self.options.normal_window, self.options.normal_max_jump)
-        pixels = np.flatnonzero(mask & np.isfinite(normals).all(-1))
+        pixels = np.flatnonzero(mask)
+        pixels = pixels[np.isfinite(normals.reshape(-1, 3)[pixels, 0])]  # normals are NaN as a whole
         flat_points, flat_normals = person.reshape(-1, 3)[pixels], normals.reshape(-1, 3)[pixels]
         inliers = statistical_inliers(
             person,

@@ -108,7 +108,7 @@ class SegmentOptions:
     min_height: float = 1.0
     max_width: float = 2.5
     max_height: float = 2.5
-    merge_reach: int = 3
+    merge_reach: int = 2
     merge_gap: float = 0.3
     background_samples: int = 32
     min_background_samples: int = 3
@@ -218,6 +218,20 @@ def floor_frame(floor: Plane | None) -> np.ndarray:
 # Static background
 
 
+def _median_depth(depths_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel median of the measured depths of (K, H, W) uint16 images (millimetres, 0 = none).
+
+    Returns:
+        median (H, W) float32 metres (65.535 where never measured), count (H, W) measurements.
+    """
+    valid = depths_mm > 0
+    count = valid.sum(0)
+    ordered = np.where(valid, depths_mm, np.iinfo(np.uint16).max)  # unmeasured sort last
+    ordered.sort(axis=0)
+    middle = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, 0)[0]
+    return middle / np.float32(1000.0), count
+
+
 @dataclass(frozen=True)
 class BackgroundModel:
     """The depth of the static scene per pixel.
@@ -243,13 +257,12 @@ class BackgroundModel:
         Args:
             depths_mm: (K, H, W) uint16 depth images in millimetres (0 = no measurement).
         """
-        valid = depths_mm > 0
-        count = valid.sum(0)
-        ordered = np.sort(np.where(valid, depths_mm, np.iinfo(np.uint16).max), axis=0)
-        median = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, 0)[0] / np.float32(1000.0)
+        median, count = _median_depth(depths_mm)
         model = cls(median, options.static_tolerance, options.static_tolerance_z2, len(depths_mm))
-        agree = (model.matches(depths_mm / np.float32(1000.0)) & valid).sum(0) / np.maximum(count, 1)
-        static = (2 * count >= len(depths_mm)) & (agree >= options.static_agreement)
+        agree = np.zeros(median.shape, np.int32)
+        for depth in depths_mm:  # frame by frame: (H, W) temporaries only
+            agree += model.matches(depth / np.float32(1000.0)) & (depth > 0)
+        static = (2 * count >= len(depths_mm)) & (agree >= options.static_agreement * np.maximum(count, 1))
         return replace(model, depth=np.where(static, median, np.nan).astype(np.float32))
 
     def matches(self, depth_m: np.ndarray) -> np.ndarray:
@@ -493,7 +506,7 @@ class Segmenter:
     background: BackgroundModel | None = None
     floor: Plane | None = None
     seed: int = 0
-    _frames: int = 0
+    _frames: int = field(default=0, init=False, repr=False)
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
