@@ -433,6 +433,9 @@ DEMO_FRAMES = 45
 @command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Directory for the demo's outputs.")] = Path("demo_out"),
+    frames: Annotated[
+        int, typer.Option("--frames", help="Frames of the synthetic capture (30 fps).")
+    ] = DEMO_FRAMES,
     device: DeviceOption = "auto",
 ) -> None:
     """Run every stage built so far on the built-in subject (no camera needed) and say where outputs are."""
@@ -454,8 +457,9 @@ def demo(
         write_posed_meshes(body, walk, walk_dir / "meshes")
         motion_sheet(body, walk, walk_dir / "preview.png")
         capture_dir = out / "capture"
-        synthesize(capture_dir, SynthOptions(frames=DEMO_FRAMES))
-        write_image(capture_dir / "frame_000010.png", frame_figure(capture_dir, 10))
+        synthesize(capture_dir, SynthOptions(frames=frames))
+        figure_frame = min(10, frames - 1)
+        write_image(capture_dir / f"frame_{figure_frame:06d}.png", frame_figure(capture_dir, figure_frame))
         write_image(out / "subjects.png", subjects_figure())
         import_stage(capture_dir / "sequence", subject)
         preprocess_stage(subject, stride=None, max_frames=None, mask_dir=None)

@@ -42,13 +42,14 @@ def test_status_table(workspace):
 
 
 def test_demo_writes_its_outputs_and_names_them(tmp_path):
-    result = runner.invoke(app, ["demo", str(tmp_path / "out")])
+    result = runner.invoke(app, ["demo", str(tmp_path / "out"), "--frames", "12"])
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "out" / "body_poses.png") in result.stdout
     assert (tmp_path / "out" / "body_poses.png").stat().st_size > 10_000
     assert len(list((tmp_path / "out" / "walk" / "meshes").glob("*.ply"))) == 49
-    assert len(list((tmp_path / "out" / "capture" / "sequence" / "depth").glob("*.png"))) == 45
+    assert len(list((tmp_path / "out" / "capture" / "sequence" / "depth").glob("*.png"))) == 12
     assert (tmp_path / "out" / "capture" / "frame_000010.png").exists()
+    assert (tmp_path / "out" / "subject" / "preprocess" / "index.json").exists()
 
 
 def test_import_does_not_load_torch():
