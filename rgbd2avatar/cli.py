@@ -357,6 +357,56 @@ def preprocess(
     )
 
 
+@command("fit-body")
+def fit_body_command(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with preprocessed frames.")],
+    keypoints: Annotated[
+        Path | None,
+        typer.Option("--keypoints", help="OpenPose --write_json folder (BODY_25) or COCO-17 results .json."),
+    ] = None,
+    densepose: Annotated[
+        Path | None,
+        typer.Option("--densepose", help="Folder of DensePose IUV images NNNNNN.png (colour image)."),
+    ] = None,
+    densepose_uv: Annotated[
+        Path | None,
+        typer.Option("--densepose-uv", help="DensePose's UV_Processed.mat (SMPL with detectron2 IUV)."),
+    ] = None,
+    terms: Annotated[
+        str, typer.Option("--terms", help="Data terms to use, comma-separated: keypoints, densepose, icp.")
+    ] = "keypoints,densepose,icp",
+    body_model: BodyModelOption = "anny",
+    model_dir: ModelDirOption = None,
+    gender: GenderOption = "neutral",
+    device: DeviceOption = "auto",
+    force: ForceOption = False,
+) -> None:
+    """Fit the body model to every preprocessed frame: one shape, per-frame pose and translation."""
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.stages import DATA_TERMS, fit_body_stage
+
+    chosen = tuple(t.strip() for t in terms.split(",") if t.strip())
+    unknown = sorted(set(chosen) - set(DATA_TERMS))
+    if unknown or not chosen:
+        raise UserError(f"--terms {terms!r}: choose among {', '.join(DATA_TERMS)}.")
+    for path, option in (
+        (keypoints, "--keypoints"),
+        (densepose, "--densepose"),
+        (densepose_uv, "--densepose-uv"),
+    ):
+        if path is not None and not path.exists():
+            raise UserError(f"{option} {path} does not exist; check the path.")
+    with Timer() as timer:
+        workspace = fit_body_stage(
+            subject, body_model, model_dir, gender, keypoints, densepose, densepose_uv, chosen, device, force
+        )
+    summary = read_json(workspace.root / "body_fit" / "fit.json")
+    overlays = workspace.root / "body_fit" / "overlays"
+    details = (f"{summary['reinitialised']} re-initialised", f"overlays in {overlays}")
+    stage_summary("fit-body", f"{summary['frames']} frames", timer.seconds, *details)
+
+
 @command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder: OUT/sequence (RGB-D) and OUT/ground_truth.")],

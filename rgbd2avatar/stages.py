@@ -89,6 +89,48 @@ def preprocess_stage(
     return workspace
 
 
+DATA_TERMS = ("keypoints", "densepose", "icp")
+
+
+def fit_body_stage(
+    subject: Path,
+    body_model: str = "anny",
+    model_dir: Path | None = None,
+    gender: str = "neutral",
+    keypoints: Path | None = None,
+    densepose: Path | None = None,
+    densepose_uv: Path | None = None,
+    terms: tuple[str, ...] = DATA_TERMS,
+    device: str = "auto",
+    force: bool = False,
+) -> Workspace:
+    """Per-frame body pose and one shape from ``subject/preprocess`` (+ keypoints, DensePose)."""
+    from dataclasses import asdict, replace
+
+    from fitting.body_fit import FitOptions, FitWeights
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.body_fit_stage import run_body_fit
+    from rgbd2avatar.devices import resolve_device
+
+    workspace = Workspace(subject)
+    weights = replace(FitWeights(), **{term: 0.0 for term in DATA_TERMS if term not in terms})
+    options = FitOptions(device=str(resolve_device(device)))
+    extra = [p.absolute() for p in (keypoints, densepose, densepose_uv) if p is not None]
+    inputs = [workspace.root / "preprocess", workspace.root / "recording", *extra]
+    params = {
+        "body_model": body_model, "gender": gender, "model_dir": str(model_dir) if model_dir else None,
+        "weights": asdict(weights), "options": {**asdict(options), "device": None},
+    }  # fmt: skip
+
+    def work() -> None:
+        body = load_body_model(body_model, model_dir, gender)
+        with progress_callback("fit-body") as report:
+            run_body_fit(workspace.root, body, keypoints, densepose, densepose_uv, weights, options, report)
+
+    run_stage(workspace, "body_fit", inputs, params, [workspace.root / "body_fit"], work, force)
+    return workspace
+
+
 def _bar(description: str) -> Callable[[Iterable[Any], int | None], Iterable[Any]]:
     """A progress callable ``(iterable, total) → iterable`` for the capture package."""
     return lambda iterable, total=None: progress(iterable, total=total, description=description)
