@@ -467,6 +467,7 @@ def bench(
     with Timer() as timer:
         table = run_benchmark(protocol, out)
     write_json(out / f"bench_{protocol}.json", table)
+    typer.echo("body fit        " + ", ".join(f"{k}={v:.4g}" for k, v in table["body_fit"].items()))
     for part in ("reconstruction", "animation"):
         for method, row in table[part].items():
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in row.items())
