@@ -115,6 +115,7 @@ def body_fit_accuracy(subject: Path, capture_dir: Path) -> dict:
     from rgbd2avatar.body import load_body_model
 
     fits = load_npz(subject / "body_fit" / "fits.npz")
+    summary = read_json(subject / "body_fit" / "fit.json")
     truth = load_npz(capture_dir / "ground_truth" / "body.npz")
     body = load_body_model(str(fits["body_model"]))
     frames = fits["frames"]
@@ -136,6 +137,8 @@ def body_fit_accuracy(subject: Path, capture_dir: Path) -> dict:
         "median_vertex_cm": float(vertex.mean()),
         "frames_over_10cm": int((mpjpe > 10).sum()),
         "reinitialised": int(fits["reinitialised"].sum()),
+        "fit_frames_per_s": summary["frames_per_second"],
+        "fit_device": summary["device"],
     }
 
 

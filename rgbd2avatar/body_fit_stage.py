@@ -25,6 +25,7 @@ from capture.sequence import SequenceReader
 from fitting.body_fit import BodyFit, FitOptions, FitWeights, fit_body
 from fitting.load import load_observations
 from rgbd2avatar.body import BodyModel
+from rgbd2avatar.logs import Timer
 from rgbd2avatar.preview import part_colors
 from rgbd2avatar.synth.sensor import cast_scene
 
@@ -103,7 +104,8 @@ def run_body_fit(
         workspace_root / "preprocess", calibration, keypoints=keypoints, densepose=densepose,
         body=body, densepose_uv=densepose_uv,
     )  # fmt: skip
-    fit = fit_body(body, obs, weights, options, progress=progress)
+    with Timer() as timer:
+        fit = fit_body(body, obs, weights, options, progress=progress)
     save_fits(out / "fits.npz", body, fit)
     write_overlays(out / "overlays", recording, body, fit)
     write_json(
@@ -112,6 +114,9 @@ def run_body_fit(
             "body_model": body.name,
             "frames": len(fit.frames),
             "reinitialised": int(fit.reinitialised.sum()),
+            "fit_seconds": timer.seconds,
+            "frames_per_second": len(fit.frames) / timer.seconds,
+            "device": str(options.device),
             "weights": asdict(weights),
             "options": asdict(options),
         },
