@@ -496,7 +496,7 @@ def demo(
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
-    from rgbd2avatar.stages import import_stage, preprocess_stage
+    from rgbd2avatar.stages import fit_body_stage, import_stage, preprocess_stage
     from rgbd2avatar.synth.figure import frame_figure, subjects_figure
     from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
@@ -514,6 +514,8 @@ def demo(
         write_image(out / "subjects.png", subjects_figure())
         import_stage(capture_dir / "sequence", subject)
         preprocess_stage(subject, stride=None, max_frames=None, mask_dir=None)
+        truth = capture_dir / "ground_truth"
+        fit_body_stage(subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device)
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(

@@ -50,6 +50,7 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert len(list((tmp_path / "out" / "capture" / "sequence" / "depth").glob("*.png"))) == 12
     assert (tmp_path / "out" / "capture" / "frame_000010.png").exists()
     assert (tmp_path / "out" / "subject" / "preprocess" / "index.json").exists()
+    assert list((tmp_path / "out" / "subject" / "body_fit" / "overlays").glob("*.png"))
 
 
 def test_import_does_not_load_torch():
