@@ -515,7 +515,9 @@ def demo(
         import_stage(capture_dir / "sequence", subject)
         preprocess_stage(subject, stride=None, max_frames=None, mask_dir=None)
         truth = capture_dir / "ground_truth"
-        fit_body_stage(subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device)
+        fit_body_stage(
+            subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device
+        )
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(
