@@ -479,6 +479,8 @@ def bench(
 
 DEMO_FRAMES = 45
 """Frames of the demo's synthetic capture (one turn of the ``capture`` motion, 1.5 s at 30 fps)."""
+DEMO_FIT_FRAMES = 8
+"""Frames the demo preprocesses and fits (spread over the capture), to keep the demo short on a CPU."""
 
 
 @command()
@@ -513,7 +515,7 @@ def demo(
         write_image(capture_dir / f"frame_{figure_frame:06d}.png", frame_figure(capture_dir, figure_frame))
         write_image(out / "subjects.png", subjects_figure())
         import_stage(capture_dir / "sequence", subject)
-        preprocess_stage(subject, stride=None, max_frames=None, mask_dir=None)
+        preprocess_stage(subject, stride=None, max_frames=DEMO_FIT_FRAMES, mask_dir=None)
         truth = capture_dir / "ground_truth"
         fit_body_stage(
             subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device
