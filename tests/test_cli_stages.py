@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from capture.sequence import SequenceReader
@@ -12,6 +13,7 @@ from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
 
 runner = CliRunner()
 RECORDING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure_kinect" / "recording.mkv"
+needs_recording = pytest.mark.skipif(not RECORDING.exists(), reason=f"{RECORDING} is not available")
 
 
 def one_error_line(result) -> str:
@@ -21,6 +23,7 @@ def one_error_line(result) -> str:
     return errors[0]
 
 
+@needs_recording
 def test_import_an_azure_kinect_mkv_then_skip_it_when_up_to_date(tmp_path):
     subject = tmp_path / "subject"
     result = runner.invoke(app, ["import", str(RECORDING), str(subject)])
