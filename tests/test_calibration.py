@@ -4,7 +4,6 @@ the factory calibration of the real recording."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import av
 import numpy as np
@@ -32,9 +31,8 @@ from capture.calibration import (
     world_from_color,
 )
 from capture.sequence import CameraIntrinsics
+from tests.shared_data import RECORDING, needs_recording
 
-RECORDING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure_kinect" / "recording.mkv"
-needs_recording = pytest.mark.skipif(not RECORDING.exists(), reason=f"{RECORDING} is not available")
 PRESET = azure_kinect_preset()
 CAMERAS = {"depth": PRESET.depth, "color": PRESET.color}
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from capture.sequence import SequenceReader
 from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
+from tests.shared_data import RECORDING, needs_recording
 
 runner = CliRunner()
-RECORDING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure_kinect" / "recording.mkv"
-needs_recording = pytest.mark.skipif(not RECORDING.exists(), reason=f"{RECORDING} is not available")
 
 
 def one_error_line(result) -> str:

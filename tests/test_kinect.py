@@ -37,8 +37,8 @@ from capture.kinect import (
     record,
 )
 from capture.sequence import CALIBRATION_FILE, Calibration
+from tests.shared_data import RECORDING
 
-RECORDING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure_kinect" / "recording.mkv"
 SERIAL = "001514394512"
 PERIOD_USEC = 33_333
 """The Azure Kinect's 30 fps frame period in device microseconds."""

@@ -34,9 +34,7 @@ from capture.mkv import (
     synchronise,
 )
 from capture.sequence import SequenceReader
-
-RECORDING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure_kinect" / "recording.mkv"
-needs_recording = pytest.mark.skipif(not RECORDING.exists(), reason=f"{RECORDING} is not available")
+from tests.shared_data import RECORDING, needs_recording
 
 REAL_START_OFFSET_NS = 336_277_000
 REAL_FIRST_PTS_US = 463_945
