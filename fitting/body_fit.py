@@ -127,8 +127,10 @@ class FitWeights:
         densepose: DensePose correspondences, 1/m²: (3 cm)⁻² — DensePose's surface coordinates
             are coarse and clothing lies over the body it labels.
         icp: point-to-plane ICP, 1/m²: (1 cm)⁻² — the depth noise at 2–3 m, plus clothing.
-        pose_prior: on Σ θ² of the 23 body joints' axis-angles (rad⁻²): weak, it keeps unseen
-            joints near rest without biasing seen ones.
+        pose_prior: on Σ s θ² of the 23 body joints' axis-angles (rad⁻²), s = 1 but for the
+            twists of the spine and hips (:func:`fitting.priors.pose_prior_scales`): light next
+            to the data, but it stops slow drifts that the data barely sees (the pelvis tilting
+            while hips and spine bend to compensate) and keeps unseen joints near rest.
         joint_limits: on the squared excess beyond the joint ranges (rad⁻²): stiff.
         shape_prior: on the squared distance to the model's default shape.
         shape_bounds: on the squared excess of anny's phenotypes beyond [0, 1].
@@ -141,7 +143,7 @@ class FitWeights:
     keypoints: float = 1e-2
     densepose: float = 1.1e3
     icp: float = 1e4
-    pose_prior: float = 1e-2
+    pose_prior: float = 0.1
     joint_limits: float = 10.0
     shape_prior: float = 1e-2
     shape_bounds: float = 100.0
@@ -166,6 +168,7 @@ class FitOptions:
         robust_scale_m: Geman–McClure scale of the 3D residuals (DensePose, ICP), metres.
         batch_size: frames optimised together (a window).
         max_points: observed points per frame used by ICP (an even subsample of the valid ones).
+        max_densepose: DensePose correspondences per frame used (an even subsample).
         icp_voxel: voxel size (m) of the uniform subset of body vertices ICP matches against.
         normal_agreement: least cosine between observed and body normals of an ICP match.
         keypoint_min_confidence: detections below this confidence are ignored.
@@ -190,8 +193,9 @@ class FitOptions:
     refresh_every: int = 5
     robust_scale_px: float = 50.0
     robust_scale_m: float = 0.05
-    batch_size: int = 16
+    batch_size: int = 4
     max_points: int = 1024
+    max_densepose: int = 512
     icp_voxel: float = 0.02
     normal_agreement: float = 0.3
     keypoint_min_confidence: float = 0.1
@@ -432,7 +436,8 @@ def prepare_targets(
 ) -> Targets:
     """:class:`Targets` of a batch of observations already on the fitting device."""
     index, kept = even_subsample(obs.valid, options.max_points)
-    dp_points = gather_rows(obs.points, obs.dp_points)
+    dp_rows, dp_kept = even_subsample(obs.dp_valid, options.max_densepose)
+    dp_points = gather_rows(obs.points, torch.gather(obs.dp_points, 1, dp_rows))
     frames = obs.num_frames
     if use_keypoints:
         conf = obs.keypoints[..., 2]
@@ -447,9 +452,9 @@ def prepare_targets(
         normals=gather_rows(obs.normals, index),
         valid=kept & torch.gather(obs.valid, 1, index),
         dp_points=dp_points,
-        dp_corners=body.faces[obs.dp_triangles],
-        dp_barycentrics=obs.dp_barycentrics,
-        dp_valid=obs.dp_valid,
+        dp_corners=body.faces[torch.gather(obs.dp_triangles, 1, dp_rows)],
+        dp_barycentrics=gather_rows(obs.dp_barycentrics, dp_rows),
+        dp_valid=dp_kept & torch.gather(obs.dp_valid, 1, dp_rows),
         kp_xy=kp_xy,
         kp_conf=kp_conf,
     )
@@ -463,7 +468,8 @@ class Context:
         keypoints: the keypoint set's gather, None without keypoints; keypoint_names: its names.
         color_from_depth: (4, 4) ``calibration.depth_to_color`` on the device.
         surface: the body vertices ICP matches against.
-        limits: (J, 3) lower and upper joint limits; bounds: shape bounds or None.
+        limits: (J, 3) lower and upper joint limits; bounds: shape bounds or None;
+        prior_scales: (69,) per-component scales of the pose prior.
     """
 
     body: BodyModel
@@ -476,6 +482,7 @@ class Context:
     surface: SurfaceSubset
     limits: tuple[torch.Tensor, torch.Tensor]
     bounds: tuple[float, float] | None
+    prior_scales: torch.Tensor
 
 
 def make_context(
@@ -499,6 +506,7 @@ def make_context(
         surface=surface_subset(body, options.icp_voxel),
         limits=priors.joint_limits(device=device),
         bounds=priors.shape_bounds(body),
+        prior_scales=priors.pose_prior_scales(device=device),
     )
 
 
@@ -731,7 +739,7 @@ def prior_energy(
     """
     w = ctx.weights
     pose = torch.cat([state.body_pose.new_zeros(len(state.body_pose), 3), state.body_pose], -1)
-    energy = w.pose_prior * priors.pose_l2(state.body_pose).sum()
+    energy = w.pose_prior * priors.pose_l2(state.body_pose, ctx.prior_scales).sum()
     energy = energy + w.joint_limits * priors.joint_limit_penalty(pose, *ctx.limits).sum()
     energy = energy + w.shape_prior * priors.shape_prior(state.shape, ctx.body.default_shape)
     energy = energy + w.shape_bounds * priors.shape_bounds_penalty(state.shape, ctx.bounds)
@@ -975,10 +983,18 @@ def outlier_frames(residuals: torch.Tensor, history: torch.Tensor, options: FitO
 
 @dataclass
 class Tracker:
-    """What one window hands the next: the last good body, the temporal links, the shape, the
-    recent residuals and how many frames have been fitted."""
+    """What one window hands the next.
 
-    last: BodyState
+    Attributes:
+        good: the last (at most two) frames not flagged as failures: (frame number in the fit,
+            body of one frame); the last one's shape is the current shape estimate.
+        links_rots: (L, J, 3, 3), links_positions: (L, 3), links_ok: (L,) the last L ≤ 2
+            frames, for temporal smoothness (:class:`Links`).
+        history: (H,) recent good frames' residuals; fitted: frames fitted so far;
+        outputs: every window's results, on the CPU.
+    """
+
+    good: list[tuple[int, BodyState]]
     links_rots: torch.Tensor
     links_positions: torch.Tensor
     links_ok: torch.Tensor
@@ -994,18 +1010,19 @@ def window_links(tracker: Tracker, reinitialised: torch.Tensor) -> Links:
 
 def extrapolate(tracker: Tracker, frames: int) -> BodyState:
     """Starting bodies of the next F frames: the last good body moved on at the constant velocity
-    of the previous window's last two frames (every joint keeps turning at its rate, the pelvis
-    keeps moving), or held still unless those two frames are both good.
+    of the last two good frames (every joint keeps turning at its rate, the pelvis keeps moving),
+    or held still after only one.
     """
-    last = tracker.last
-    if len(tracker.links_ok) < 2 or not bool(tracker.links_ok.all()):
+    index, last = tracker.good[-1]
+    if len(tracker.good) < 2:
         return last.select(torch.zeros(frames, dtype=torch.long, device=last.position.device))
-    previous, current = tracker.links_rots  # (J, 3, 3) each; current is the last body's
-    turn = lbs.matrix_to_axis_angle(previous.transpose(-1, -2) @ current)  # (J, 3) per frame
-    steps = torch.arange(1, frames + 1, dtype=turn.dtype, device=turn.device)
-    rots = current @ lbs.axis_angle_to_matrix(steps[:, None, None] * turn)  # (F, J, 3, 3)
-    before, after = tracker.links_positions
-    position = after + steps[:, None] * (after - before)
+    before_index, before = tracker.good[0]
+    current = last.rotations()[0]  # (J, 3, 3)
+    turn = lbs.matrix_to_axis_angle(before.rotations()[0].transpose(-1, -2) @ current)  # (J, 3)
+    gap = index - before_index
+    steps = torch.arange(frames, dtype=turn.dtype, device=turn.device) + (tracker.fitted - index)
+    rots = current @ lbs.axis_angle_to_matrix(steps[:, None, None] * turn / gap)  # (F, J, 3, 3)
+    position = last.position + steps[:, None] * (last.position - before.position) / gap
     body_pose = lbs.matrix_to_axis_angle(rots[:, 1:]).reshape(frames, -1)
     return BodyState(rots[:, 0], position, body_pose, last.shape)
 
@@ -1022,7 +1039,7 @@ def fit_window(
     start = extrapolate(tracker, frames)
     anchor, factor = None, ctx.options.first_window_factor
     if tracker.fitted > 0:
-        anchor = ShapeAnchor(tracker.last.shape, ctx.weights.shape_continuity * tracker.fitted / frames)
+        anchor = ShapeAnchor(start.shape, ctx.weights.shape_continuity * tracker.fitted / frames)
         factor = 1
     flags = torch.zeros(frames, dtype=torch.bool, device=targets.points.device)
     state = fit_stages(ctx, targets, start, window_links(tracker, flags), anchor, factor)
@@ -1052,7 +1069,8 @@ def advance(
     frames = len(flags)
     residuals = total_residual(terms, frames, state.position)
     good = torch.nonzero(~flags)[:, 0]
-    last = state.select(good[-1:] if len(good) else torch.tensor([frames - 1], device=flags.device))
+    recent = [(tracker.fitted + int(i), state.select(i[None])) for i in good[-2:]]
+    earlier = [(index, replace(body, shape=state.shape)) for index, body in tracker.good if index >= 0]
     rots = torch.cat([tracker.links_rots, state.rotations()])[-2:]
     positions = torch.cat([tracker.links_positions, state.position])[-2:]
     ok = torch.cat([tracker.links_ok, ~flags])[-2:]
@@ -1065,7 +1083,7 @@ def advance(
     }
     return replace(
         tracker,
-        last=last,
+        good=(earlier + recent)[-2:] or [(-1, replace(tracker.good[-1][1], shape=state.shape))],
         links_rots=rots,
         links_positions=positions,
         links_ok=ok,
@@ -1148,10 +1166,11 @@ def fit_body(
 
 
 def new_tracker(first: BodyState) -> Tracker:
-    """A tracker before the first window, starting from the first frame's body."""
+    """A tracker before the first window, starting from the first frame's body (frame −1: it is
+    no fitted frame and gives no velocity)."""
     rots = first.rot.new_zeros(0, NUM_JOINTS, 3, 3)
     return Tracker(
-        last=first,
+        good=[(-1, first)],
         links_rots=rots,
         links_positions=first.position.new_zeros(0, 3),
         links_ok=torch.zeros(0, dtype=torch.bool, device=first.position.device),
@@ -1162,7 +1181,7 @@ def new_tracker(first: BodyState) -> Tracker:
 def collect(tracker: Tracker, frames: torch.Tensor, body: BodyModel) -> BodyFit:
     """The :class:`BodyFit` of every window's outputs, translations for the final shape."""
     joined = {key: torch.cat([out[key] for out in tracker.outputs]) for key in tracker.outputs[0]}
-    shape = tracker.last.shape.detach()
+    shape = tracker.good[-1][1].shape
     return BodyFit(
         frames=frames.cpu(),
         shape=shape.cpu(),

@@ -56,6 +56,10 @@ JOINT_LIMITS: dict[str, tuple[Range, Range, Range]] = {
 """Per-joint (x, y, z) axis-angle ranges in radians, for the left side and the midline joints
 (names without ``left_``/``right_``); the root is unbounded."""
 
+TWISTING = ("spine1", "spine2", "spine3", "left_hip", "right_hip")
+"""Joints whose twist about the vertical axis the pose prior makes :data:`TWIST_SCALE` times dearer."""
+TWIST_SCALE = 25.0
+
 PHENOTYPE_RANGE = (0.0, 1.0)
 """Anny's phenotype parameters are meaningful in [0, 1]."""
 
@@ -86,15 +90,33 @@ def hinge_squared(values: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
     return (lower - values).clamp_min(0.0) ** 2 + (values - upper).clamp_min(0.0) ** 2
 
 
-def pose_l2(body_pose: torch.Tensor) -> torch.Tensor:
+def pose_prior_scales(
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(69,) per-component scales of :func:`pose_l2` for joints 1..23: 1, except
+    :data:`TWIST_SCALE` for the twists of the spine and the hips (about the vertical y axis).
+
+    A turn of the whole body can be mimicked by twisting the three spine joints and the hips a
+    little each, which a depth camera and 2D keypoints barely tell apart from turning the root;
+    making those twists expensive leaves the turn to the root, where it belongs.
+    """
+    scales = torch.ones(NUM_JOINTS, 3, dtype=dtype, device=device)
+    for name in TWISTING:
+        scales[JOINT_INDEX[name], 1] = TWIST_SCALE
+    return scales[1:].reshape(-1)
+
+
+def pose_l2(body_pose: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
     """L2 prior on the body joints' axis-angles (pulls towards the rest pose).
 
     Args:
-        body_pose: (F, 69) axis-angles of joints 1..23 (the pose without its root).
+        body_pose: (F, 69) axis-angles of joints 1..23 (the pose without its root);
+        scales: (69,) per-component weights (:func:`pose_prior_scales`), or None for all 1.
     Returns:
-        (F,) Σ θ².
+        (F,) Σ s θ².
     """
-    return (body_pose * body_pose).sum(-1)
+    squared = body_pose * body_pose
+    return (squared if scales is None else squared * scales).sum(-1)
 
 
 def joint_limit_penalty(pose: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:

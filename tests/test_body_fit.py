@@ -21,7 +21,7 @@ from rgbd2avatar.body.skeleton import JOINT_INDEX, NUM_JOINTS
 from tests.smpl_fixture import write_smpl_model
 
 CALIBRATION = azure_kinect_preset()
-FAST = FitOptions(iterations=(10, 20, 40), batch_size=8, max_points=768)
+FAST = FitOptions(iterations=(10, 20, 40), max_points=768)
 
 
 @pytest.fixture(scope="module")
