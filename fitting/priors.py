@@ -85,7 +85,9 @@ def joint_limits(
     return lower, upper
 
 
-def hinge_squared(values: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def hinge_squared(
+    values: torch.Tensor, lower: torch.Tensor | float, upper: torch.Tensor | float
+) -> torch.Tensor:
     """Squared distance of values outside [lower, upper] (0 inside), elementwise, broadcasting."""
     return (lower - values).clamp_min(0.0) ** 2 + (values - upper).clamp_min(0.0) ** 2
 
@@ -146,7 +148,7 @@ def shape_bounds_penalty(shape: torch.Tensor, bounds: tuple[float, float] | None
     """Squared hinge of shape parameters (S,) outside ``bounds``: a scalar (0 without bounds)."""
     if bounds is None:
         return shape.new_zeros(())
-    return hinge_squared(shape, shape.new_tensor(bounds[0]), shape.new_tensor(bounds[1])).sum()
+    return hinge_squared(shape, bounds[0], bounds[1]).sum()
 
 
 def relative_rotation_vectors(rots: torch.Tensor) -> torch.Tensor:
