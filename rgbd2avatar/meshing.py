@@ -224,8 +224,8 @@ def _evaluate_marked(
     Returns:
         The number of new evaluations.
     """
-    level = (slice(None, None, stride),) * 3
-    ijk = np.argwhere(marked & ~evaluated[level]) * stride
+    strided = (slice(None, None, stride),) * 3
+    ijk = np.argwhere(marked & ~evaluated[strided]) * stride
     for batch in _batches(ijk, grid.batch_points):
         values[tuple(batch.T)] = grid.evaluate(batch)
     evaluated[tuple(ijk.T)] = True
