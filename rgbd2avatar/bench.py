@@ -20,6 +20,7 @@ accuracy against the ground-truth body (MPJPE and median per-vertex distance, cm
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,11 +56,15 @@ class Protocol:
     anim_motions: tuple[str, ...]
     anim_frames: int
     samples: int
+    pina_preset: str
+    mesh_resolution: int
 
 
 PROTOCOLS = {
-    "small": Protocol("small", "casual", 0, 181, 6, ("squat", "walk"), 3, 50_000),
-    "full": Protocol("full", "loose", 0, 721, 24, ("squat", "walk", "raise_arms"), 12, 200_000),
+    "small": Protocol("small", "casual", 0, 181, 6, ("squat", "walk"), 3, 50_000, "fast", 256),
+    "full": Protocol(
+        "full", "loose", 0, 721, 24, ("squat", "walk", "raise_arms"), 12, 200_000, "quality", 512
+    ),
 }
 """``small`` runs the whole pipeline on a 2-core CPU within 30 minutes; ``full`` is for a GPU."""
 
@@ -147,26 +152,101 @@ def average(rows: list[dict]) -> dict:
     return {key: float(np.mean([row[key] for row in rows])) for key in METRIC_KEYS} | {"frames": len(rows)}
 
 
-def reconstruction_table(protocol: Protocol, data_dir: Path) -> dict[str, dict]:
-    """Methods' metrics on training frames against the ground-truth clothed meshes."""
+def evaluation_frames(protocol: Protocol, fitted_frames: np.ndarray) -> np.ndarray:
+    """The fitted frames nearest to ``recon_frames`` evenly spaced training frames (sorted, unique)."""
+    targets = evenly_spaced(protocol.recon_frames, protocol.train_frames)
+    nearest = np.abs(fitted_frames[None, :] - targets[:, None]).argmin(1)
+    return np.unique(fitted_frames[nearest])
+
+
+def fitted_body_meshes(subject_dir: Path, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The naked body as ``fit-body`` fitted it, at the given (fitted) frames, depth-camera frame."""
+    from rgbd2avatar.body import load_body_model
+
+    fits = load_npz(subject_dir / "body_fit" / "fits.npz")
+    body = load_body_model(str(fits["body_model"]))
+    rows = np.searchsorted(fits["frames"], frames)
+    with torch.no_grad():
+        posed = body(
+            torch.from_numpy(fits["poses"][rows]),
+            torch.from_numpy(fits["shape"]),
+            torch.from_numpy(fits["trans"][rows]),
+        )
+    faces = body.faces.numpy()
+    return [(vertices.numpy(), faces) for vertices in posed.vertices]
+
+
+def fit_avatars(protocol: Protocol, subject_dir: Path, device: str = "auto") -> dict[str, Path]:
+    """PINA on the subject with and without pose optimisation (PINA's Table 1 ablation).
+
+    The ablation runs in a copy of the workspace (without the recording) next to it.
+
+    Returns:
+        method name → subject workspace holding that avatar.
+    """
+    from fitting.pina.config import preset
+    from rgbd2avatar.stages import pina_stage
+
+    ablation = subject_dir.with_name(subject_dir.name + "_no_pose_opt")
+    shutil.rmtree(ablation, ignore_errors=True)
+    shutil.copytree(subject_dir, ablation, ignore=shutil.ignore_patterns("recording", "pina"))
+    pina_stage(subject_dir, preset(protocol.pina_preset), device)
+    pina_stage(ablation, preset(protocol.pina_preset, optimise_poses=False), device)
+    return {"pina": subject_dir, "pina_no_pose_opt": ablation}
+
+
+def avatar_meshes(
+    subject_dir: Path, frames: np.ndarray, resolution: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The fitted avatar at training frames, with its refined poses (fast posed meshes)."""
+    from rgbd2avatar.avatar.meshes import posed_mesh_fast
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+
+    stored = load_avatar(subject_dir / "pina" / "avatar.pt", resolve_device("auto"))
+    rows = np.searchsorted(stored.frames.numpy(), frames)
+    meshes = [
+        posed_mesh_fast(stored.avatar, stored.poses[row], stored.trans[row], resolution) for row in rows
+    ]
+    return [(mesh.vertices, mesh.faces) for mesh in meshes]
+
+
+def reconstruction_table(
+    protocol: Protocol, data_dir: Path, subject_dir: Path, avatars: dict[str, Path] | None = None
+) -> dict[str, dict]:
+    """Methods' metrics on training frames against the ground-truth clothed meshes.
+
+    ``avatars`` (method name → workspace with a fitted avatar) adds those avatars' meshes. The
+    evaluation frames are the fitted frames nearest to evenly spaced training frames, so
+    every method is scored on frames it was fitted to.
+    """
     truth = data_dir / "ground_truth"
     body = load_npz(truth / "body.npz")
     subject = make_subject(protocol.subject, seed=protocol.seed)
-    frames = evenly_spaced(protocol.recon_frames, protocol.train_frames)
-    faces = subject.faces.numpy()
+    frames = evaluation_frames(protocol, load_npz(subject_dir / "body_fit" / "fits.npz")["frames"])
     with torch.no_grad():
         posed = subject.posed(
             torch.from_numpy(body["poses"][frames]), torch.from_numpy(body["trans"][frames])
         )
-    rows = []
-    for i, frame in enumerate(frames):
-        gt = trimesh.load(truth / "meshes" / f"{frame:06d}.ply", process=False)
-        rows.append(
-            mesh_metrics(
-                (posed.body[i].numpy(), faces), (gt.vertices, gt.faces), num_samples=protocol.samples
-            )
+    faces = subject.faces.numpy()
+    methods = {
+        "naked_body_gt": [(vertices.numpy(), faces) for vertices in posed.body],
+        "naked_body_fitted": fitted_body_meshes(subject_dir, frames),
+    } | {
+        name: avatar_meshes(workspace, frames, protocol.mesh_resolution)
+        for name, workspace in (avatars or {}).items()
+    }
+    truths = [trimesh.load(truth / "meshes" / f"{frame:06d}.ply", process=False) for frame in frames]
+    return {
+        name: average(
+            [
+                mesh_metrics(mesh, (gt.vertices, gt.faces), num_samples=protocol.samples)
+                for mesh, gt in zip(meshes, truths, strict=True)
+            ]
         )
-    return {"naked_body_gt": average(rows)}
+        | {"evaluated_frames": frames.tolist()}
+        for name, meshes in methods.items()
+    }
 
 
 def animation_table(protocol: Protocol) -> dict[str, dict]:
@@ -200,11 +280,20 @@ def run_benchmark(protocol_name: str, out_dir: Path) -> dict:
     synth = ensure_capture(protocol, data_dir)
     with Timer() as timer:
         prepare_subject(data_dir, subject_dir)
+    with Timer() as pina_timer:
+        avatars = fit_avatars(protocol, subject_dir)
     return {
         "protocol": asdict(protocol),
         "synth": synth,
-        "pipeline_seconds": {"import_preprocess_fit_body": timer.seconds},
+        "pipeline_seconds": {
+            "import_preprocess_fit_body": timer.seconds,
+            "fit_two_avatars": pina_timer.seconds,
+        },
         "body_fit": body_fit_accuracy(subject_dir, data_dir),
-        "reconstruction": reconstruction_table(protocol, data_dir, subject_dir),
+        "pina": {
+            name: read_json(path / "pina" / "train.json") | {"history": None}
+            for name, path in avatars.items()
+        },
+        "reconstruction": reconstruction_table(protocol, data_dir, subject_dir, avatars),
         "animation": animation_table(protocol),
     }

@@ -408,6 +408,73 @@ def fit_body_command(
 
 
 @command()
+def fit(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with a recording (see `import`).")],
+    preset: Annotated[
+        str, typer.Option("--preset", "-p", help="fast (CPU demo), default, or quality (for a GPU).")
+    ] = "default",
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Joint-optimisation steps (default: the preset's).")
+    ] = None,
+    pose_opt: Annotated[
+        bool, typer.Option("--pose-opt/--no-pose-opt", help="Refine every frame's pose with the shape.")
+    ] = True,
+    keypoints: Annotated[
+        Path | None, typer.Option("--keypoints", help="For fit-body (default: what it last used).")
+    ] = None,
+    densepose: Annotated[
+        Path | None, typer.Option("--densepose", help="For fit-body (default: what it last used).")
+    ] = None,
+    body_model: Annotated[
+        str | None,
+        typer.Option("--body-model", "-b", help="anny or smpl (default: what fit-body last used)."),
+    ] = None,
+    model_dir: ModelDirOption = None,
+    device: DeviceOption = "auto",
+    force: ForceOption = False,
+) -> None:
+    """Fit the animatable avatar (PINA): runs preprocess and fit-body if they are not up to date, then
+    optimises the canonical SDF, the skinning field and every frame's pose; resumes after an interruption."""
+    from capture.files import read_json
+    from fitting.pina import config as pina_config
+    from rgbd2avatar.logs import Timer, format_duration, stage_summary
+    from rgbd2avatar.stages import earlier_stages, pina_stage
+
+    if preset not in pina_config.PRESETS:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(pina_config.PRESETS)}.")
+    if steps is not None and steps < 0:
+        raise UserError("--steps must be zero or more.")
+    for path, option in ((keypoints, "--keypoints"), (densepose, "--densepose")):
+        if path is not None and not path.exists():
+            raise UserError(f"{option} {path} does not exist; check the path.")
+    config = pina_config.preset(preset, joint_steps=steps, optimise_poses=pose_opt)
+    with Timer() as timer:
+        earlier_stages(
+            subject,
+            device,
+            keypoints=keypoints,
+            densepose=densepose,
+            body_model=body_model,
+            model_dir=model_dir,
+        )
+        try:
+            workspace = pina_stage(subject, config, device, force)
+        except KeyboardInterrupt:
+            console.print(
+                f"interrupted; the last checkpoint is in {subject / 'pina'}: run the same command to resume.",
+                style="yellow", markup=False, highlight=False,
+            )  # fmt: skip
+            raise typer.Exit(code=130) from None
+    summary = read_json(workspace.root / "pina" / "train.json")
+    per_step = format_duration(summary["seconds_per_step"])
+    details = (
+        f"{summary['steps']} steps, {per_step}/step on {summary['device']}",
+        f"mesh {workspace.root / 'pina' / 'canonical.ply'}",
+    )
+    stage_summary("fit", f"avatar of {summary['frames']} frames", timer.seconds, *details)
+
+
+@command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder: OUT/sequence (RGB-D) and OUT/ground_truth.")],
     subject: Annotated[
@@ -489,16 +556,21 @@ def demo(
     frames: Annotated[
         int, typer.Option("--frames", help="Frames of the synthetic capture (30 fps).")
     ] = DEMO_FRAMES,
+    preset: Annotated[str, typer.Option("--preset", help="PINA preset of the avatar fit.")] = "fast",
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="PINA steps per stage (default: the preset's).")
+    ] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Run every stage built so far on the built-in subject (no camera needed) and say where outputs are."""
     from capture.files import write_image
+    from fitting.pina.config import preset as pina_preset
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.devices import resolve_device
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
-    from rgbd2avatar.stages import fit_body_stage, import_stage, preprocess_stage
+    from rgbd2avatar.stages import fit_body_stage, import_stage, pina_stage, preprocess_stage
     from rgbd2avatar.synth.figure import frame_figure, subjects_figure
     from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
@@ -520,6 +592,7 @@ def demo(
         fit_body_stage(
             subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device
         )
+        pina_stage(subject, pina_preset(preset, pretrain_steps=steps, joint_steps=steps), device)
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(
@@ -528,6 +601,8 @@ def demo(
     typer.echo(
         f"one captured frame (depth, colour, keypoints, IUV, mask): {capture_dir / 'frame_000010.png'}"
     )
+    typer.echo(f"body fits drawn over the colour frames: {subject / 'body_fit' / 'overlays'}")
+    typer.echo(f"the avatar's canonical mesh (PINA): {subject / 'pina' / 'canonical.ply'}")
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 

@@ -8,10 +8,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rgbd2avatar.errors import UserError
 from rgbd2avatar.logs import progress, progress_callback
 from rgbd2avatar.workspace import Workspace
+
+if TYPE_CHECKING:
+    from fitting.pina.config import PinaConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +119,13 @@ def fit_body_stage(
     workspace = Workspace(subject)
     weights = replace(FitWeights(), **{term: 0.0 for term in DATA_TERMS if term not in terms})
     options = FitOptions(device=str(resolve_device(device)))
-    extra = [p.absolute() for p in (keypoints, densepose, densepose_uv) if p is not None]
+    detectors = (("keypoints", keypoints), ("densepose", densepose), ("densepose_uv", densepose_uv))
+    extra = [path.absolute() for _, path in detectors if path is not None]
     inputs = [workspace.root / "preprocess", workspace.root / "recording", *extra]
     params = {
         "body_model": body_model, "gender": gender, "model_dir": str(model_dir) if model_dir else None,
         "weights": asdict(weights), "options": {**asdict(options), "device": None},
+        "terms": list(terms), **{name: str(path.absolute()) if path else None for name, path in detectors},
     }  # fmt: skip
 
     def work() -> None:
@@ -128,6 +134,69 @@ def fit_body_stage(
             run_body_fit(workspace.root, body, keypoints, densepose, densepose_uv, weights, options, report)
 
     run_stage(workspace, "body_fit", inputs, params, [workspace.root / "body_fit"], work, force)
+    return workspace
+
+
+def recorded_params(subject: Path, stage: str) -> dict[str, Any] | None:
+    """The parameters ``stage`` last ran with in the subject's manifest, or None if it never ran."""
+    record = Workspace(subject).stage_record(stage)
+    return None if record is None else dict(record.params)
+
+
+def earlier_stages(subject: Path, device: str = "auto", **fit_body_options: Any) -> None:
+    """Bring ``preprocess`` and ``fit-body`` up to date, re-using the parameters they last ran with.
+
+    ``fit_body_options`` (keypoints, densepose, densepose_uv, terms, body_model, model_dir,
+    gender) replace the recorded ones where given (not None).
+    """
+    workspace = Workspace(subject)
+    if not (workspace.root / "recording").is_dir():
+        raise UserError(f"{subject} has no recording; run `rgbd2avatar import SOURCE {subject}` first.")
+    pre = recorded_params(subject, "preprocess") or {}
+    masks = pre.get("masks")
+    preprocess_stage(subject, pre.get("stride"), pre.get("max_frames"), Path(masks) if masks else None)
+    recorded = recorded_params(subject, "body_fit") or {}
+    chosen = {key: value for key, value in fit_body_options.items() if value is not None}
+    merged = {key: recorded.get(key) for key in FIT_BODY_OPTIONS} | chosen
+    paths = {key: Path(merged[key]) if merged.get(key) else None for key in _DETECTOR_KEYS + ("model_dir",)}
+    fit_body_stage(
+        subject,
+        body_model=merged.get("body_model") or "anny",
+        gender=merged.get("gender") or "neutral",
+        terms=tuple(merged.get("terms") or DATA_TERMS),
+        device=device,
+        **paths,
+    )
+
+
+_DETECTOR_KEYS = ("keypoints", "densepose", "densepose_uv")
+FIT_BODY_OPTIONS = (*_DETECTOR_KEYS, "terms", "body_model", "model_dir", "gender")
+"""Options of ``fit-body`` that ``fit`` passes through or takes from the manifest."""
+
+
+def pina_stage(subject: Path, config: PinaConfig, device: str = "auto", force: bool = False) -> Workspace:
+    """Optimise the PINA avatar on ``subject`` (fit-body must be up to date) into ``subject/pina``."""
+    from capture.files import load_npz
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.pina_stage import run_pina
+
+    workspace = Workspace(subject)
+    body_fit = recorded_params(subject, "body_fit")
+    if body_fit is None or not (workspace.root / "body_fit" / "fits.npz").exists():
+        raise UserError(f"{subject} has no body fit; run `rgbd2avatar fit-body {subject}` first.")
+    name = str(load_npz(workspace.root / "body_fit" / "fits.npz")["body_model"])
+    model_dir, gender = body_fit.get("model_dir"), body_fit.get("gender") or "neutral"
+    inputs = [workspace.root / "body_fit", workspace.root / "preprocess"]
+    resolved = resolve_device(device)
+
+    def work() -> None:
+        body = load_body_model(name, Path(model_dir) if model_dir else None, gender)
+        with progress_callback("fit (PINA)") as report:
+            run_pina(workspace.root, body, config, resolved, model_dir, gender, report)
+
+    outputs = [workspace.root / "pina" / name for name in ("avatar.pt", "poses.npz", "canonical.ply")]
+    run_stage(workspace, "pina", inputs, {"config": config.to_dict()}, outputs, work, force)
     return workspace
 
 

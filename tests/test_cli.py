@@ -42,7 +42,7 @@ def test_status_table(workspace):
 
 
 def test_demo_writes_its_outputs_and_names_them(tmp_path):
-    result = runner.invoke(app, ["demo", str(tmp_path / "out"), "--frames", "12"])
+    result = runner.invoke(app, ["demo", str(tmp_path / "out"), "--frames", "12", "--steps", "2"])
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "out" / "body_poses.png") in result.stdout
     assert (tmp_path / "out" / "body_poses.png").stat().st_size > 10_000
@@ -51,6 +51,8 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert (tmp_path / "out" / "capture" / "frame_000010.png").exists()
     assert (tmp_path / "out" / "subject" / "preprocess" / "index.json").exists()
     assert list((tmp_path / "out" / "subject" / "body_fit" / "overlays").glob("*.png"))
+    assert str(tmp_path / "out" / "subject" / "pina" / "canonical.ply") in result.stdout
+    assert (tmp_path / "out" / "subject" / "pina" / "avatar.pt").exists()
 
 
 def test_import_does_not_load_torch():
@@ -74,3 +76,12 @@ def test_format_duration():
         "4 min 05 s",
         "1 h 02 min",
     ]
+
+
+def test_fit_errors_are_one_line(tmp_path, workspace):
+    result = runner.invoke(app, ["fit", str(workspace.root), "--preset", "slow"])
+    assert result.exit_code == 2 and "--preset 'slow'" in result.output
+    result = runner.invoke(app, ["fit", str(workspace.root), "--preset", "fast"])
+    assert result.exit_code == 2 and "has no recording" in result.output
+    result = runner.invoke(app, ["fit", str(tmp_path / "nobody")])
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -1,0 +1,119 @@
+"""The ``fit`` stage (PINA): optimise the avatar on a subject and write ``SUBJECT/pina/``::
+
+    checkpoint.pt    the optimisation's state every ``checkpoint_every`` steps (resume point)
+    avatar.pt        the fitted avatar and the refined poses (:mod:`rgbd2avatar.avatar.store`)
+    poses.npz        frames (F,), poses (F, 72), trans (F, 3) refined; initial_poses, initial_trans
+    canonical.ply    the canonical mesh (MISE) for the canonical pose condition
+    train.json       configuration, loss history, timings (s/step per stage), device
+
+A run that stops (Ctrl-C, a kill) leaves ``checkpoint.pt``; the next ``rgbd2avatar fit`` with the
+same inputs and configuration continues from it, losing at most the steps since the last one.
+
+Shapes: F frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from capture.files import save_npz, sha256_file, write_json
+from fitting.pina.config import PinaConfig
+from fitting.pina.data import load_pina_data
+from fitting.pina.trainer import PinaTrainer
+from rgbd2avatar.avatar.meshes import canonical_mesh
+from rgbd2avatar.avatar.store import save_avatar
+from rgbd2avatar.body.model import BodyModel
+from rgbd2avatar.logs import Timer
+from rgbd2avatar.meshio import write_mesh
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 50
+"""Steps between loss lines in the log."""
+
+
+def input_signature(subject: Path, config: PinaConfig, device: torch.device) -> str:
+    """Identifies what a checkpoint was computed from: the body fits, the kept frames, the device."""
+    digest = hashlib.sha256()
+    for path in (subject / "body_fit" / "fits.npz", subject / "preprocess" / "index.json"):
+        digest.update(sha256_file(path).encode())
+    digest.update(repr(sorted(config.to_dict().items())).encode())
+    digest.update(device.type.encode())
+    return digest.hexdigest()
+
+
+def run_pina(
+    subject: Path,
+    body: BodyModel,
+    config: PinaConfig,
+    device: torch.device,
+    model_dir: str | None = None,
+    gender: str = "neutral",
+    report: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Optimise (or resume) the avatar of ``subject`` and write ``SUBJECT/pina/``.
+
+    Returns:
+        The summary written to ``train.json``.
+    """
+    out = subject / "pina"
+    checkpoint = out / "checkpoint.pt"
+    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed).to(device)
+    trainer = PinaTrainer(body.to(device), data, config, input_signature(subject, config, device))
+    if trainer.resume(checkpoint):
+        log.info("resuming from %s at step %d of %d", checkpoint, trainer.step, config.total_steps)
+    first_step = trainer.step
+    with Timer() as timer:
+        trainer.run(checkpoint, _reporter(report))
+    poses, trans = (value.detach() for value in trainer.poses())
+    save_avatar(out / "avatar.pt", trainer.avatar, data.frames, poses, trans, model_dir, gender)
+    save_npz(
+        out / "poses.npz",
+        frames=data.frames.cpu().numpy(), poses=poses.cpu().numpy(), trans=trans.cpu().numpy(),
+        initial_poses=data.poses.cpu().numpy(), initial_trans=data.trans.cpu().numpy(),
+    )  # fmt: skip
+    with Timer() as mesh_timer:
+        mesh = canonical_mesh(trainer.avatar, resolution=config.mesh_resolution)
+    write_mesh(out / "canonical.ply", mesh.vertices, mesh.faces)
+    summary = {
+        "frames": data.num_frames,
+        "device": str(device),
+        "steps": config.total_steps,
+        "steps_this_run": config.total_steps - first_step,
+        "resumed_at_step": first_step,
+        "optimisation_seconds": timer.seconds,
+        "seconds_per_step": timer.seconds / max(config.total_steps - first_step, 1),
+        "mesh_seconds": mesh_timer.seconds,
+        "mesh_evaluations": mesh.extraction.evaluations,
+        "canonical_vertices": int(len(mesh.vertices)),
+        "pose_change_rad": float((poses - data.poses).abs().mean()),
+        "config": config.to_dict(),
+        "history": trainer.history,
+    }
+    write_json(out / "train.json", summary)
+    return summary
+
+
+def _reporter(report: Callable[[int, int], None] | None) -> Callable[[int, int, dict[str, float]], None]:
+    """Feeds the progress bar each step and logs the losses every :data:`LOG_EVERY` steps."""
+
+    def step_done(step: int, total: int, losses: dict[str, float]) -> None:
+        if report is not None:
+            report(step, total)
+        if step % LOG_EVERY == 0 or step == total:
+            log.info("step %d/%d  %s", step, total, "  ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+
+    return step_done
+
+
+def refined_poses(subject: Path) -> dict[str, np.ndarray]:
+    """The ``poses.npz`` arrays of a fitted subject."""
+    from capture.files import load_npz
+
+    return load_npz(subject / "pina" / "poses.npz")
