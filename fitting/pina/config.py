@@ -26,8 +26,8 @@ class LossWeights:
         normal: λ_n, mean ‖n_obs − n_d‖ of observed points (Eq. 10).
         off: λ_off, mean |SDF(x_d) − SDF_body(x_d)| of points away from the fitted body (Eq. 11).
         eikonal: λ_eik, mean (‖∇f_sdf(x_c)‖ − 1)² in canonical space (Eq. 12).
-        skinning: ours: mean L1 distance of the learned skinning weights to the body model's on the
-            canonical body surface, keeping the skinning field anchored while poses move.
+        skinning: ours: mean KL divergence of the learned skinning weights from the body model's on
+            the canonical body surface, keeping the skinning field anchored while poses move.
         pose: ours: mean squared change of the refined poses (radians) from the body fit.
     """
 

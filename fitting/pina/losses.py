@@ -38,9 +38,12 @@ def eikonal(gradients: torch.Tensor) -> torch.Tensor:
     return ((gradients.norm(dim=-1) - 1.0) ** 2).mean()
 
 
-def skinning_anchor(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean L1 distance between skinning weight vectors: (..., J), (..., J) → ()."""
-    return (weights - target).abs().sum(-1).mean()
+def skinning_anchor(log_weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean KL(w_body ‖ f_w) of skinning weights: log f_w (..., J), w_body (..., J) → ().
+
+    KL on the log-softmax trains a softmax field much faster than a distance between weights
+    (whose gradient vanishes once a weight saturates)."""
+    return (target * (target.clamp_min(1e-12).log() - log_weights)).sum(-1).mean()
 
 
 def canonical_sdf_fit(sdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

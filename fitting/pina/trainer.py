@@ -169,8 +169,8 @@ class PinaTrainer:
         }
 
     def _skinning_term(self, rows: torch.Tensor) -> torch.Tensor:
-        weights = self.avatar.skinning(self.data.canonical_points[rows][None])[0]
-        return losses.skinning_anchor(weights, self.data.canonical_weights[rows])
+        log_weights = torch.log_softmax(self.avatar.skinning.logits(self.data.canonical_points[rows]), -1)
+        return losses.skinning_anchor(log_weights, self.data.canonical_weights[rows])
 
     def _joint_terms(self) -> dict[str, torch.Tensor]:
         config, data = self.config, self.data
