@@ -606,6 +606,81 @@ def demo(
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 
+ResolutionOption = Annotated[
+    int, typer.Option("--resolution", "-r", help="Meshing grid cells per axis: 32 times a power of two.")
+]
+ExactOption = Annotated[
+    bool,
+    typer.Option(
+        "--exact",
+        help="Mesh every pose in posed space by correspondence search (the paper's way, much slower) "
+        "instead of skinning the canonical mesh.",
+    ),
+]
+
+
+@command()
+def extract(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with a fitted avatar (see `fit`).")],
+    resolution: ResolutionOption = 256,
+    exact: ExactOption = False,
+    device: DeviceOption = "auto",
+    force: ForceOption = False,
+) -> None:
+    """Mesh the fitted avatar: its canonical surface and every training frame in its refined pose."""
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, format_duration, stage_summary
+    from rgbd2avatar.stages import extract_stage
+
+    with Timer() as timer:
+        workspace = extract_stage(subject, resolution, exact, device, force)
+    out = workspace.root / "meshes"
+    summary = read_json(out / "extract.json")
+    stage_summary(
+        "extract", f"canonical + {summary['frames']} posed meshes ({summary['mode']}, {resolution}³)",
+        timer.seconds, f"{format_duration(summary['seconds_per_mesh'])}/mesh", f"meshes in {out}",
+    )  # fmt: skip
+
+
+@command()
+def animate(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with a fitted avatar (see `fit`).")],
+    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")],
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
+    ] = None,
+    frames: Annotated[
+        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
+    ] = None,
+    exact: ExactOption = False,
+    resolution: ResolutionOption = 128,
+    mesh_format: Annotated[str, typer.Option("--format", help="Mesh file format: ply or obj.")] = "ply",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: SUBJECT/animation/<motion name>)."),
+    ] = None,
+    device: DeviceOption = "auto",
+    force: ForceOption = False,
+) -> None:
+    """Drive the fitted avatar with a motion: posed meshes, a preview video and sheet, a rigged glTF."""
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, format_duration, stage_summary
+    from rgbd2avatar.motion import parse_frame_range
+    from rgbd2avatar.stages import animate_stage
+
+    with Timer() as timer:
+        folder = animate_stage(
+            subject, motion, fps, parse_frame_range(frames) if frames else None, exact, resolution,
+            mesh_format, out, device, force,
+        )  # fmt: skip
+    summary = read_json(folder / "animation.json")
+    stage_summary(
+        "animate", f"{summary['frames']} meshes of {summary['motion']!r} ({summary['mode']}, {resolution}³)",
+        timer.seconds, f"{format_duration(summary['seconds_per_mesh'])}/mesh",
+        f"{summary['extractions']} MISE extractions", f"preview {folder / 'preview.mp4'}",
+    )  # fmt: skip
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="rgbd2avatar")

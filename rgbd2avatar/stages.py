@@ -203,3 +203,81 @@ def pina_stage(subject: Path, config: PinaConfig, device: str = "auto", force: b
 def _bar(description: str) -> Callable[[Iterable[Any], int | None], Iterable[Any]]:
     """A progress callable ``(iterable, total) → iterable`` for the capture package."""
     return lambda iterable, total=None: progress(iterable, total=total, description=description)
+
+
+def _avatar_file(workspace: Workspace) -> Path:
+    """The workspace's fitted avatar, ``pina/avatar.pt``; UserError when there is none."""
+    path = workspace.root / "pina" / "avatar.pt"
+    if not path.is_file():
+        raise UserError(
+            f"{path} does not exist; fit the avatar first with `rgbd2avatar fit {workspace.root}`."
+        )
+    return path
+
+
+def extract_stage(
+    subject: Path, resolution: int = 256, exact: bool = False, device: str = "auto", force: bool = False
+) -> Workspace:
+    """Mesh the fitted avatar into ``subject/meshes``: canonical surface and every training frame."""
+    from rgbd2avatar.animation import check_resolution, extract_meshes
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+
+    check_resolution(resolution)
+    workspace = Workspace(subject)
+    avatar_path = _avatar_file(workspace)
+    resolved = resolve_device(device)
+    out = workspace.root / "meshes"
+    outputs = [out / "canonical.ply", out / "frames", out / "extract.json"]
+
+    def work() -> None:
+        extract_meshes(load_avatar(avatar_path, resolved), out, resolution, exact)
+
+    run_stage(
+        workspace, "meshes", [avatar_path], {"resolution": resolution, "exact": exact}, outputs, work, force
+    )
+    return workspace
+
+
+def animate_stage(
+    subject: Path,
+    motion: str,
+    fps: float | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+    exact: bool = False,
+    resolution: int = 128,
+    mesh_format: str = "ply",
+    out: Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+) -> Path:
+    """Drive the fitted avatar with a motion (built-in name or AMASS file) into
+    ``subject/animation/<motion name>`` (or ``out``); returns that folder.
+
+    The manifest's ``animation`` entry is the last motion animated.
+    """
+    from rgbd2avatar.animation import MESH_FORMATS, animate_avatar, check_resolution
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.motion import BUILTIN_MOTIONS, load_motion
+
+    check_resolution(resolution)
+    if mesh_format not in MESH_FORMATS:
+        raise UserError(f"--format {mesh_format!r} is not supported: use {' or '.join(MESH_FORMATS)}.")
+    workspace = Workspace(subject)
+    avatar_path = _avatar_file(workspace)
+    clip = load_motion(motion, fps=fps, frames=frames)
+    resolved = resolve_device(device)
+    folder = (out if out is not None else workspace.root / "animation" / clip.name).absolute()
+    builtin = motion in BUILTIN_MOTIONS
+    inputs = [avatar_path] + ([] if builtin else [Path(motion).absolute()])
+    params = {
+        "motion": motion if builtin else str(Path(motion).absolute()), "fps": fps, "frames": frames,
+        "exact": exact, "resolution": resolution, "format": mesh_format, "out": str(folder),
+    }  # fmt: skip
+
+    def work() -> None:
+        animate_avatar(load_avatar(avatar_path, resolved), clip, folder, resolution, exact, mesh_format)
+
+    run_stage(workspace, "animation", inputs, params, [folder], work, force)
+    return folder
