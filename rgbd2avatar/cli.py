@@ -416,6 +416,9 @@ def fit(
     steps: Annotated[
         int | None, typer.Option("--steps", help="Joint-optimisation steps (default: the preset's).")
     ] = None,
+    pretrain_steps: Annotated[
+        int | None, typer.Option("--pretrain-steps", help="Pretraining steps (default: the preset's).")
+    ] = None,
     pose_opt: Annotated[
         bool, typer.Option("--pose-opt/--no-pose-opt", help="Refine every frame's pose with the shape.")
     ] = True,
@@ -442,12 +445,14 @@ def fit(
 
     if preset not in pina_config.PRESETS:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(pina_config.PRESETS)}.")
-    if steps is not None and steps < 0:
-        raise UserError("--steps must be zero or more.")
+    if min(steps or 0, pretrain_steps or 0) < 0:
+        raise UserError("--steps and --pretrain-steps must be zero or more.")
     for path, option in ((keypoints, "--keypoints"), (densepose, "--densepose")):
         if path is not None and not path.exists():
             raise UserError(f"{option} {path} does not exist; check the path.")
-    config = pina_config.preset(preset, joint_steps=steps, optimise_poses=pose_opt)
+    config = pina_config.preset(
+        preset, joint_steps=steps, pretrain_steps=pretrain_steps, optimise_poses=pose_opt
+    )
     with Timer() as timer:
         earlier_stages(
             subject,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,13 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert list((tmp_path / "out" / "subject" / "body_fit" / "overlays").glob("*.png"))
     assert str(tmp_path / "out" / "subject" / "pina" / "canonical.ply") in result.stdout
     assert (tmp_path / "out" / "subject" / "pina" / "avatar.pt").exists()
+    subject = str(tmp_path / "out" / "subject")
+    fit = ["fit", subject, "--preset", "fast", "--steps", "2", "--pretrain-steps", "1"]
+    result = runner.invoke(app, fit)  # earlier stages up to date; PINA re-runs with other settings
+    assert result.exit_code == 0, result.output
+    assert re.search(r"fit: avatar of \d+ frames", result.output)
+    again = runner.invoke(app, fit)
+    assert again.exit_code == 0 and "pina is up to date" in again.output
 
 
 def test_import_does_not_load_torch():
