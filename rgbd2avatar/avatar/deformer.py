@@ -133,16 +133,13 @@ class ForwardDeformer(nn.Module):
             xc (B, N, K, 3) candidates and valid (B, N, K) bool.
         """
         frames, points = xd.shape[:2]
-        starts = self.initial_guesses(xd, tfs)
-        candidates = self.num_candidates
-        shape = (frames, points, candidates)
-        frame = torch.arange(frames, device=xd.device).repeat_interleave(points * candidates)  # (M,)
+        shape = (frames, points, self.num_candidates)
+        starts = self.initial_guesses(xd, tfs).reshape(-1, 3)  # (M, 3)
         targets = xd[:, :, None].expand(*shape, 3).reshape(-1, 3)
+        frame = torch.arange(frames, device=xd.device).repeat_interleave(points * self.num_candidates)
         rows = tfs[:, :, :3, :].flatten(-2)  # (B, J, 12)
-        solved = [
-            self._solve(starts.reshape(-1, 3)[part], targets[part], frame[part], rows)
-            for part in torch.arange(frames * points * candidates, device=xd.device).split(self.chunk)
-        ]
+        parts = [slice(i, i + self.chunk) for i in range(0, len(starts), self.chunk)]
+        solved = [self._solve(starts[part], targets[part], frame[part], rows) for part in parts]
         xc = torch.cat([x for x, _ in solved]).reshape(*shape, 3)
         valid = torch.cat([v for _, v in solved]).reshape(shape)
         return xc, valid
