@@ -123,7 +123,7 @@ def test_a_joint_step_moves_poses_and_both_networks(body, data):
     assert trainer.trans_delta.grad.abs().sum() > 0
     after = trainer.avatar.state_dict()
     assert not torch.equal(before["sdf.linears.0.weight"], after["sdf.linears.0.weight"])
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("skinning."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("deformer.skinning."))
 
 
 def test_without_pose_optimisation_poses_stay_fixed(body, data):

@@ -90,11 +90,16 @@ class Avatar(torch.nn.Module):
             skip=(spec.sdf_layers // 2,), init_radius=0.5 * scale, init_center=tuple(center.tolist()),
             center=tuple(center.tolist()), scale=scale,
         )  # fmt: skip
-        self.skinning = SkinningNetwork(
+        skinning = SkinningNetwork(
             num_bones=NUM_JOINTS, hidden=spec.skin_hidden, layers=spec.skin_layers,
             center=tuple(center.tolist()), scale=scale,
         )  # fmt: skip
-        self.deformer = ForwardDeformer(self.skinning, max_steps=spec.search_steps)
+        self.deformer = ForwardDeformer(skinning, max_steps=spec.search_steps)
+
+    @property
+    def skinning(self) -> SkinningNetwork:
+        """The canonical skinning field f_w (held by the deformer, stored once in the state dict)."""
+        return self.deformer.skinning
 
     def transforms(self, pose: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
         """Canonical→posed bone transforms B_j: (B, 72), (B, 3) → (B, J, 4, 4), differentiable."""
