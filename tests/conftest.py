@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from capture.sequence import Calibration, CameraIntrinsics, RGBDFrame
 from rgbd2avatar.workspace import Workspace
@@ -73,3 +74,13 @@ def make_frame() -> Callable[..., RGBDFrame]:
 def workspace(tmp_path: Path) -> Workspace:
     """A new, empty subject workspace."""
     return Workspace.create(tmp_path / "subject")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: for tests of tiny tensors, where on a busy machine the thread hand-offs
+    at every small operation (a solver loop has dozens per step) would dominate the test's time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

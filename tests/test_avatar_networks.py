@@ -17,16 +17,7 @@ from rgbd2avatar.avatar.networks import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy machine thread hand-offs at every
-    small operation (the solver loop has dozens per step) would dominate the test's time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unit_directions(count: int, generator: torch.Generator) -> torch.Tensor:

@@ -13,16 +13,7 @@ from rgbd2avatar.avatar.networks import CanonicalField, SkinningNetwork
 from rgbd2avatar.body.lbs import axis_angle_to_matrix, rigid
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy machine thread hand-offs at every
-    small operation (the solver loop has dozens per step) would dominate the test's time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_field(seed: int, bones: int = 24, temperature: float = 0.02, **kwargs) -> SkinningNetwork:
