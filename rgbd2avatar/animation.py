@@ -92,6 +92,16 @@ def staging_directory(target: Path) -> Iterator[Path]:
     replace_directory(temp, target)
 
 
+def check_output_folder(out: Path) -> None:
+    """Raise a UserError when ``out`` holds something other than an earlier animation, which
+    replacing the folder would delete."""
+    if out.exists() and not (out / "animation.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"{out} exists and is not an animation folder (no animation.json), so it is not replaced; "
+            "pass a new or empty folder with --out."
+        )
+
+
 def replace_directory(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target``, first moving an existing ``target`` aside and deleting it."""
     if not target.exists():
@@ -180,6 +190,7 @@ def animate_avatar(
     Returns:
         The summary written to ``out/animation.json``.
     """
+    check_output_folder(out)
     avatar = stored.avatar
     poses, trans = motion.to_torch(avatar.bounds.device)
     corners = sequence_box(avatar, motion)

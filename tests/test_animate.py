@@ -129,3 +129,9 @@ def test_errors_are_one_line(subject, tmp_path):
         runner.invoke(app, ["animate", str(subject), "-m", "walk", "--format", "stl"])
     )
     assert not (subject / "animation" / "bad").exists()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    args = ["animate", str(subject), "-m", "walk", "--frames", "0:1", "-r", "32", "--out", str(precious)]
+    assert "--out" in one_error_line(runner.invoke(app, args))
+    assert (precious / "thesis.txt").read_text() == "keep me"
