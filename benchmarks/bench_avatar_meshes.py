@@ -12,9 +12,9 @@ Reported: ``pretrain``: steps and seconds; ``mise_vs_dense``: evaluations and se
 canonical SDF meshed both ways at :data:`DENSE_RESOLUTION` and the vertex-to-surface distances
 between the two meshes; per resolution in ``posed``: seconds per mesh fast and exact, the MISE
 evaluations of each, and Chamfer-L2 (cm, :func:`rgbd2avatar.metrics.chamfer_l2_cm`) of fast vs
-exact and of both against the posed naked body. The exact mesh at 256 (about 8 minutes) is
+exact and of both against the posed naked body. The exact mesh at 256 (about 5 minutes) is
 estimated rather than made (:func:`posed_comparison`). CPU, :data:`THREADS` torch thread; about
-4 minutes on a 2-core CPU, half of it the exact mesh at 128.
+3 minutes on a 2-core CPU, half of it the exact mesh at 128.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ PRETRAIN_STEPS = 150
 DENSE_RESOLUTION = 128
 RESOLUTIONS = (128, 256)
 EXACT_RESOLUTIONS = (128,)
-"""Resolutions whose exact meshes are made; at 256 one takes about 10 minutes on this CPU, so its
+"""Resolutions whose exact meshes are made; at 256 one takes about 5 minutes on this CPU, so its
 cost is estimated (:func:`posed_comparison`)."""
 THREADS = 1
 """torch threads: the benchmark machine is shared, and two OpenMP threads lose 2–3× to other
