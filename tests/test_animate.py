@@ -19,6 +19,7 @@ from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
 from rgbd2avatar.motion import builtin_motion, save_amass
 from rgbd2avatar.workspace import Workspace
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 TINY = AvatarSpec(sdf_hidden=24, sdf_layers=2, sdf_freqs=1, skin_hidden=16, skin_layers=2)
 

@@ -41,8 +41,10 @@ class MeshSdf(torch.nn.Module):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small: one thread avoids OpenMP start-up costs on a busy 2-core machine."""
+def one_thread_module():
+    """One intra-op thread for the whole module (conftest's ``one_thread`` is per test and so does
+    not cover the module fixtures): on a busy machine the thread hand-offs of the skinning
+    pretraining's and the correspondence search's small operations would dominate the time."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
