@@ -76,7 +76,7 @@ class PinaConfig:
     pretrain_points: int = 4096
     lr: float = 1e-3
     lr_decay: float = 0.1
-    pose_lr: float = 1e-4
+    pose_lr: float = 5e-4
     off_margin: float = 0.05
     optimise_poses: bool = True
     checkpoint_every: int = 50
@@ -101,7 +101,7 @@ class PinaConfig:
 
 PRESETS: dict[str, PinaConfig] = {
     "fast": PinaConfig(
-        sdf_hidden=96, sdf_layers=5, sdf_freqs=4, skin_hidden=48, pretrain_steps=200, joint_steps=300,
+        sdf_hidden=96, sdf_layers=5, sdf_freqs=4, skin_hidden=48, pretrain_steps=200, joint_steps=400,
         frames_per_step=2, points_per_frame=384, off_points_per_frame=96, eikonal_points=512,
         pretrain_points=2048, lr=2e-3, checkpoint_every=25, mesh_resolution=128,
     ),
