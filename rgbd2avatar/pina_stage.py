@@ -69,7 +69,10 @@ def run_pina(
     if trainer.resume(checkpoint):
         log.info("resuming from %s at step %d of %d", checkpoint, trainer.step, config.total_steps)
     first_step = trainer.step
-    with Timer() as timer:
+    with Timer() as pretrain_timer:
+        trainer.run(checkpoint, _reporter(report), until=config.pretrain_steps)
+    middle_step = trainer.step
+    with Timer() as joint_timer:
         trainer.run(checkpoint, _reporter(report))
     poses, trans = (value.detach() for value in trainer.poses())
     save_avatar(out / "avatar.pt", trainer.avatar, data.frames, poses, trans, model_dir, gender)
@@ -87,8 +90,11 @@ def run_pina(
         "steps": config.total_steps,
         "steps_this_run": config.total_steps - first_step,
         "resumed_at_step": first_step,
-        "optimisation_seconds": timer.seconds,
-        "seconds_per_step": timer.seconds / max(config.total_steps - first_step, 1),
+        "optimisation_seconds": pretrain_timer.seconds + joint_timer.seconds,
+        "seconds_per_step": (pretrain_timer.seconds + joint_timer.seconds)
+        / max(config.total_steps - first_step, 1),
+        "seconds_per_pretrain_step": pretrain_timer.seconds / max(middle_step - first_step, 1),
+        "seconds_per_joint_step": joint_timer.seconds / max(config.total_steps - middle_step, 1),
         "mesh_seconds": mesh_timer.seconds,
         "mesh_evaluations": mesh.extraction.evaluations,
         "canonical_vertices": int(len(mesh.vertices)),
