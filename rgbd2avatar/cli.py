@@ -539,14 +539,18 @@ def bench(
     with Timer() as timer:
         table = run_benchmark(protocol, out)
     write_json(out / f"bench_{protocol}.json", table)
-    typer.echo("body fit        " + ", ".join(f"{k}={v:.4g}" for k, v in table["body_fit"].items()))
+    typer.echo(f"body fit        {_numbers(table['body_fit'])}")
     for part in ("reconstruction", "animation"):
         for method, row in table[part].items():
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in row.items())
-            typer.echo(f"{part:15s} {method:20s} {metrics}")
+            typer.echo(f"{part:15s} {method:20s} {_numbers(row)}")
     stage_summary(
         "bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'bench_{protocol}.json'}"
     )
+
+
+def _numbers(row: dict) -> str:
+    """``key=value, …`` of a table row's numbers (4 significant digits), other values left out."""
+    return ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, (int, float)))
 
 
 DEMO_FRAMES = 45
@@ -683,6 +687,107 @@ def animate(
         "animate", f"{summary['frames']} meshes of {summary['motion']!r} ({summary['mode']}, {resolution}³)",
         timer.seconds, f"{format_duration(summary['seconds_per_mesh'])}/mesh",
         f"{summary['extractions']} MISE extractions", f"preview {folder / 'preview.mp4'}",
+    )  # fmt: skip
+
+
+@command()
+def texture(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with a fitted avatar (see `fit`).")],
+    size: Annotated[int, typer.Option("--size", help="Texture width and height in texels.")] = 1024,
+    faces: Annotated[
+        int, typer.Option("--faces", help="Triangles of the textured mesh at most (simplified).")
+    ] = 20_000,
+    resolution: ResolutionOption = 256,
+    power: Annotated[
+        float, typer.Option("--power", help="Exponent of the frontal-view weight cos(normal, view).")
+    ] = 4.0,
+    max_frames: Annotated[
+        int, typer.Option("--max-frames", help="Training frames baked at most (evenly spread).")
+    ] = 120,
+    sources: Annotated[
+        int, typer.Option("--sources", help="Frames the pixel-aligned renderer samples at most.")
+    ] = 24,
+    blender_steps: Annotated[
+        int, typer.Option("--blender-steps", help="Training steps of the renderer's blending network.")
+    ] = 600,
+    device: DeviceOption = "auto",
+    force: ForceOption = False,
+) -> None:
+    """Texture the avatar from the recording's colour frames (UV atlas, OBJ + GLB) and train the
+    pixel-aligned renderer's blending network on them."""
+    from dataclasses import replace
+
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.pixel_renderer import RenderOptions
+    from rgbd2avatar.stages import texture_stage
+    from rgbd2avatar.texture import TextureOptions
+
+    if size < 64 or size & (size - 1):
+        raise UserError(f"--size {size} is not a power of two of at least 64; use e.g. 1024 or 2048.")
+    for value, option in ((faces, "--faces"), (max_frames, "--max-frames"), (sources, "--sources")):
+        if value < 1:
+            raise UserError(f"{option} {value} must be at least 1.")
+    if blender_steps < 0 or power < 0:
+        raise UserError("--blender-steps and --power must be zero or more.")
+    options = TextureOptions(
+        size=size, max_faces=faces, resolution=resolution, power=power, max_frames=max_frames
+    )
+    render_options = replace(RenderOptions(), sources=sources, steps=blender_steps)
+    with Timer() as timer:
+        workspace = texture_stage(subject, options, render_options, device, force)
+    out = workspace.root / "texture"
+    summary, blender = read_json(out / "texture.json"), read_json(out / "blender.json")
+    stage_summary(
+        "texture", f"{summary['faces']} faces, {size}² texels from {len(summary['frames'])} frames",
+        timer.seconds, f"{100 * summary['seen_share']:.0f}% of the surface seen",
+        f"blender L1 {blender['final_l1']:.3f}", f"mesh {out / 'avatar.glb'}",
+    )  # fmt: skip
+
+
+@command()
+def render(
+    subject: Annotated[Path, typer.Argument(help="Subject workspace with a texture (see `texture`).")],
+    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")],
+    camera: Annotated[
+        str,
+        typer.Option(
+            "--camera",
+            "-c",
+            help="orbit (one turn around the subject), capture (the recording's colour camera) or a "
+            "JSON camera file (intrinsics + world_from_camera in the capture's floor frame).",
+        ),
+    ] = "orbit",
+    method: Annotated[
+        str, typer.Option("--method", help="pixel (blend the captured frames) or texture (baked only).")
+    ] = "pixel",
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
+    ] = None,
+    frames: Annotated[
+        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: SUBJECT/texture/renders/<motion>-<camera>)."),
+    ] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Render the textured avatar in new poses and views: PNG frames and an MP4, by blending the
+    captured colour frames (pixel-aligned) or from the baked texture."""
+    from capture.files import read_json
+    from rgbd2avatar.logs import Timer, stage_summary
+    from rgbd2avatar.motion import parse_frame_range
+    from rgbd2avatar.stages import render_stage
+
+    with Timer() as timer:
+        folder = render_stage(
+            subject, motion, camera, method, fps, parse_frame_range(frames) if frames else None, out, device
+        )
+    summary = read_json(folder / "render.json")
+    stage_summary(
+        "render", f"{summary['frames']} frames of {summary['motion']!r} ({method}, {camera})", timer.seconds,
+        f"{summary['frames_per_second']:.2f} frames/s", f"video {folder / 'render.mp4'}",
     )  # fmt: skip
 
 

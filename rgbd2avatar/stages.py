@@ -281,3 +281,78 @@ def animate_stage(
 
     run_stage(workspace, "animation", inputs, params, [folder], work, force)
     return folder
+
+
+if TYPE_CHECKING:
+    from rgbd2avatar.pixel_renderer import RenderOptions
+    from rgbd2avatar.texture import TextureOptions
+
+
+def texture_stage(
+    subject: Path,
+    options: TextureOptions | None = None,
+    render_options: RenderOptions | None = None,
+    device: str = "auto",
+    force: bool = False,
+) -> Workspace:
+    """Bake the avatar's texture from the recording's colour frames and train the pixel-aligned
+    renderer's blender on them, into ``subject/texture``."""
+    from rgbd2avatar.animation import check_resolution
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.pixel_renderer import RenderOptions, fit_blender
+    from rgbd2avatar.texture import TEXTURE_FILES, TextureOptions, texture_avatar
+
+    options = options or TextureOptions()
+    render_options = render_options or RenderOptions()
+    check_resolution(options.resolution)
+    workspace = Workspace(subject)
+    avatar_path = _avatar_file(workspace)
+    recording = workspace.root / "recording"
+    if not recording.is_dir():
+        raise UserError(f"{subject} has no recording; import one with `rgbd2avatar import SOURCE {subject}`.")
+    resolved = resolve_device(device)
+    out = workspace.root / "texture"
+    names = (*TEXTURE_FILES, "texture.json", "blender.pt", "blender.json")
+    params = {"texture": options.to_dict(), "blender": render_options.to_dict()}
+
+    def work() -> None:
+        stored = load_avatar(avatar_path, resolved)
+        texture_avatar(stored, recording, out, options)
+        fit_blender(stored, recording, out, render_options)
+
+    run_stage(workspace, "texture", [avatar_path, recording], params, [out / n for n in names], work, force)
+    return workspace
+
+
+def render_stage(
+    subject: Path,
+    motion: str,
+    camera: str = "orbit",
+    method: str = "pixel",
+    fps: float | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+    out: Path | None = None,
+    device: str = "auto",
+) -> Path:
+    """Render the textured avatar driven by a motion into ``subject/texture/renders/<motion>-<camera>``
+    (or ``out``); returns that folder. Renders are views, not a pipeline stage: the manifest does
+    not record them, and every call renders again."""
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+    from rgbd2avatar.motion import load_motion
+    from rgbd2avatar.pixel_renderer import CAMERAS, METHODS, render_motion
+
+    if method not in METHODS:
+        raise UserError(f"--method {method!r} is not one of {', '.join(METHODS)}; pick one of those.")
+    workspace = Workspace(subject)
+    avatar_path = _avatar_file(workspace)
+    texture_dir = workspace.root / "texture"
+    if workspace.stage_record("texture") is None or not (texture_dir / "blender.pt").is_file():
+        raise UserError(f"{texture_dir} has no texture; run `rgbd2avatar texture {subject}` first.")
+    clip = load_motion(motion, fps=fps, frames=frames)
+    view = camera if camera in CAMERAS else Path(camera).stem
+    folder = (out if out is not None else texture_dir / "renders" / f"{clip.name}-{view}").absolute()
+    stored = load_avatar(avatar_path, resolve_device(device))
+    render_motion(stored, texture_dir, workspace.root / "recording", clip, camera, folder, method)
+    return folder
