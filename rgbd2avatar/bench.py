@@ -29,6 +29,7 @@ import torch
 import trimesh
 
 from capture.files import load_npz, read_json
+from rgbd2avatar.avatar.meshes import posed_mesh_fast
 from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
@@ -199,7 +200,6 @@ def avatar_meshes(
     subject_dir: Path, frames: np.ndarray, resolution: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The fitted avatar at training frames, with its refined poses (fast posed meshes)."""
-    from rgbd2avatar.avatar.meshes import posed_mesh_fast
     from rgbd2avatar.avatar.store import load_avatar
     from rgbd2avatar.devices import resolve_device
 
@@ -249,27 +249,51 @@ def reconstruction_table(
     }
 
 
-def animation_table(protocol: Protocol) -> dict[str, dict]:
-    """Methods' metrics on held-out motions against the ground-truth clothed meshes."""
+def animation_table(
+    protocol: Protocol, subject_dir: Path | None = None, avatars: dict[str, Path] | None = None
+) -> dict[str, dict]:
+    """Methods' metrics on held-out motions against the ground-truth clothed meshes.
+
+    Every method is posed with the motion's own poses and translations (the body model's frame);
+    ``subject_dir`` adds the naked body with the fitted shape, ``avatars`` the fitted avatars
+    (fast posed meshes).
+    """
+    from rgbd2avatar.body import load_body_model
+
     subject = make_subject(protocol.subject, seed=protocol.seed)
     faces = subject.faces.numpy()
-    rows = []
+    rows: dict[str, list[dict]] = {}
+    stored = {name: _load(workspace) for name, workspace in (avatars or {}).items()}
+    fits = load_npz(subject_dir / "body_fit" / "fits.npz") if subject_dir else None
+    body = load_body_model(str(fits["body_model"])) if fits is not None else None
     for name in protocol.anim_motions:
         motion = builtin_motion(name)
         frames = evenly_spaced(protocol.anim_frames + 2, motion.num_frames)[1:-1]  # skip the rest pose
+        poses, trans = torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])
         with torch.no_grad():
-            posed = subject.posed(
-                torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])
-            )
+            posed = subject.posed(poses, trans)
+            fitted = body(poses, torch.from_numpy(fits["shape"]), trans).vertices if body else None
         for i in range(len(frames)):
-            rows.append(
-                mesh_metrics(
-                    (posed.body[i].numpy(), faces),
-                    (posed.clothed[i].numpy(), faces),
-                    num_samples=protocol.samples,
+            truth = (posed.clothed[i].numpy(), faces)
+            methods = {"naked_body_gt": (posed.body[i].numpy(), faces)}
+            if fitted is not None:
+                methods["naked_body_fitted"] = (fitted[i].numpy(), body.faces.numpy())
+            for method, avatar in stored.items():
+                mesh = posed_mesh_fast(
+                    avatar, poses[i].to(avatar.bounds), trans[i].to(avatar.bounds), protocol.mesh_resolution
                 )
-            )
-    return {"naked_body_gt": average(rows)}
+                methods[method] = (mesh.vertices, mesh.faces)
+            for method, mesh in methods.items():
+                rows.setdefault(method, []).append(mesh_metrics(mesh, truth, num_samples=protocol.samples))
+    return {method: average(values) for method, values in rows.items()}
+
+
+def _load(workspace: Path):
+    """The fitted avatar of a workspace, on the default device."""
+    from rgbd2avatar.avatar.store import load_avatar
+    from rgbd2avatar.devices import resolve_device
+
+    return load_avatar(workspace / "pina" / "avatar.pt", resolve_device("auto")).avatar
 
 
 def run_benchmark(protocol_name: str, out_dir: Path) -> dict:
@@ -295,5 +319,5 @@ def run_benchmark(protocol_name: str, out_dir: Path) -> dict:
             for name, path in avatars.items()
         },
         "reconstruction": reconstruction_table(protocol, data_dir, subject_dir, avatars),
-        "animation": animation_table(protocol),
+        "animation": animation_table(protocol, subject_dir, avatars),
     }
