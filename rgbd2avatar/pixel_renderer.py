@@ -32,11 +32,12 @@ For a target camera and pose (:meth:`PixelRenderer.render`):
 The blender is trained per subject on the capture itself (:func:`train_blender`): each training
 frame in turn is the target, seen by its own colour camera, predicted from the other frames;
 the loss is the L1 colour error at pixels sampled inside the person, away from its occlusion
-edges. Tens of seconds on a CPU.
+edges. For half of the targets the sources within 40° of its view are withheld as well, so that
+the blender also learns views no source is near. About a minute on a 2-core CPU.
 
 Targets are expressed in the avatar's posed frame, the capture's depth-camera frame, like the
-refined poses; :func:`capture_world` gives a floor-standing, y-up frame in it for motions and
-orbit cameras (:mod:`rgbd2avatar.render_stage` functions in the CLI use it).
+refined poses; :func:`capture_world` estimates a floor-standing, y-up frame in it, where motions
+are placed and orbit and file cameras are given (:func:`render_motion`, ``rgbd2avatar render``).
 
 Shapes: V vertices, T triangles, P pixels, K sources per pixel, D features, J joints.
 """
@@ -84,10 +85,12 @@ NUM_FEATURES = 2 + 24 + 1 + 1 + 3 + 3 + 1
 """Per source: cosine, edge, 24 joint depths; target cosine; view agreement; two local view
 directions; 1 for the baked texture's entry (see :func:`source_features`, :func:`texture_entry`)."""
 TARGET_COSINE, TARGET_VIEW, TEXTURE_FLAG = 26, slice(31, 34), 34
-TEXTURE_NORMAL = (0.0, 0.0, -1.0)
-"""The normal whose shading the baked texture is taken to hold: facing the capture camera."""
-INITIAL_AMBIENT = 0.4
 """Positions of the target's features and of the texture flag in a feature vector."""
+TEXTURE_NORMAL = (0.0, 0.0, -1.0)
+"""The normal (depth-camera frame) whose shading the baked texture is taken to hold: facing the
+capture camera."""
+INITIAL_AMBIENT = 0.4
+"""The learned shading starts as 0.4 ambient + 0.6 Lambert from the camera's direction."""
 
 
 @dataclass(frozen=True)
