@@ -56,7 +56,7 @@ from torch import nn
 from capture.calibration import invert_rigid, transform_points
 from capture.files import atomic_path, write_image, write_json
 from capture.sequence import CameraIntrinsics, SequenceReader
-from rgbd2avatar.avatar.store import StoredAvatar
+from rgbd2avatar.avatar.store import StoredAvatar, read_versioned
 from rgbd2avatar.body import lbs
 from rgbd2avatar.errors import UserError
 from rgbd2avatar.logs import progress
@@ -782,20 +782,7 @@ def load_blender(path: Path) -> tuple[Blender, RenderOptions]:
     Raises:
         UserError: missing, unreadable or of another format.
     """
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; run `rgbd2avatar texture SUBJECT` first.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(
-            f"{path} is not a readable blender file ({error}); run `rgbd2avatar texture` again."
-        ) from None
-    if (
-        not isinstance(state, dict)
-        or state.get("format") != BLENDER_FORMAT
-        or state.get("version") != BLENDER_VERSION
-    ):
-        raise UserError(f"{path} is not a blender file of this version; run `rgbd2avatar texture` again.")
+    state = read_versioned(path, BLENDER_FORMAT, BLENDER_VERSION, "rgbd2avatar texture")
     options = RenderOptions(**state["options"])
     blender = Blender(options.hidden)
     blender.load_state_dict(state["state"])

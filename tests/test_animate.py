@@ -10,25 +10,16 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from typer.testing import CliRunner
 
-from rgbd2avatar.avatar.avatar import Avatar, AvatarSpec
+from rgbd2avatar.avatar.avatar import Avatar
 from rgbd2avatar.avatar.store import save_avatar
 from rgbd2avatar.body import load_body_model
-from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
+from rgbd2avatar.cli import app
 from rgbd2avatar.motion import builtin_motion, save_amass
 from rgbd2avatar.workspace import Workspace
+from tests.cli_helpers import TINY, one_error_line, runner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-runner = CliRunner()
-TINY = AvatarSpec(sdf_hidden=24, sdf_layers=2, sdf_freqs=1, skin_hidden=16, skin_layers=2)
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == USER_ERROR_EXIT_CODE, result.output
-    errors = [line for line in result.stderr.strip().splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]) and "Traceback" not in result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ import av
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from capture.calibration import project
 from capture.sequence import Calibration, CameraIntrinsics, RGBDFrame, SequenceWriter
-from rgbd2avatar.avatar.avatar import Avatar, AvatarSpec
+from rgbd2avatar.avatar.avatar import Avatar
 from rgbd2avatar.avatar.store import save_avatar
 from rgbd2avatar.body import load_body_model
 from rgbd2avatar.body.model import canonical_pose
-from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
+from rgbd2avatar.cli import app
 from rgbd2avatar.pixel_renderer import (
     TEXTURE_FLAG,
     Blender,
@@ -33,6 +32,7 @@ from rgbd2avatar.pixel_renderer import (
 )
 from rgbd2avatar.texture import DepthMap, UVMesh, vertex_normals
 from rgbd2avatar.workspace import Workspace
+from tests.cli_helpers import TINY, one_error_line, runner
 
 CAMERA = CameraIntrinsics(width=40, height=30, fx=35.0, fy=35.0, cx=19.5, cy=14.5, k1=0.04, p2=2e-4)
 
@@ -165,16 +165,6 @@ def _options():
 
 # --------------------------------------------------------------------------------------------------
 # Commands
-
-runner = CliRunner()
-TINY = AvatarSpec(sdf_hidden=24, sdf_layers=2, sdf_freqs=1, skin_hidden=16, skin_layers=2)
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == USER_ERROR_EXIT_CODE, result.output
-    errors = [line for line in result.stderr.strip().splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]) and "Traceback" not in result.output
-    return errors[0]
 
 
 def tiny_recording(root, frames: int) -> None:

@@ -64,20 +64,7 @@ def load_avatar(path: Path, device: torch.device | str = "cpu") -> StoredAvatar:
     """
     from rgbd2avatar.body import load_body_model
 
-    if not path.exists():
-        raise UserError(f"{path} does not exist; fit the avatar first with `rgbd2avatar fit SUBJECT`.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(
-            f"{path} is not a readable avatar file ({error}); run `rgbd2avatar fit` again."
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != AVATAR_FORMAT:
-        raise UserError(f"{path} is not an rgbd2avatar avatar file.")
-    if state["version"] != AVATAR_VERSION:
-        raise UserError(
-            f"{path} has avatar format version {state['version']}; this tool reads {AVATAR_VERSION}."
-        )
+    state = read_versioned(path, AVATAR_FORMAT, AVATAR_VERSION, "rgbd2avatar fit")
     model_dir = Path(state["model_dir"]) if state["model_dir"] else None
     body = load_body_model(state["body_model"], model_dir, state["gender"])
     avatar = Avatar(body, state["state"]["shape"], AvatarSpec(**state["spec"]))
@@ -85,3 +72,27 @@ def load_avatar(path: Path, device: torch.device | str = "cpu") -> StoredAvatar:
     avatar = avatar.to(device)
     avatar.body = body.to(device)
     return StoredAvatar(avatar, state["frames"], state["poses"].to(device), state["trans"].to(device))
+
+
+def read_versioned(path: Path, file_format: str, version: int, command: str) -> dict:
+    """A ``torch.save`` dict with ``format`` and ``version`` keys, read with ``weights_only=True``.
+
+    Args:
+        command: the command that writes the file, named in the errors (``"rgbd2avatar fit"``).
+    Raises:
+        UserError: the file is missing, unreadable, or of another format or version.
+    """
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run `{command} SUBJECT` first.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"{path} is not readable ({error}); run `{command}` again.") from None
+    if not isinstance(state, dict) or state.get("format") != file_format:
+        raise UserError(f"{path} is not a {file_format} file; run `{command}` again.")
+    if state.get("version") != version:
+        raise UserError(
+            f"{path} has {file_format} version {state.get('version')}; this tool reads {version}: "
+            f"run `{command}` again."
+        )
+    return state
