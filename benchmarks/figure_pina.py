@@ -20,6 +20,9 @@ from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, fitted_body_meshes
 from rgbd2avatar.preview import framing_cameras
 from rgbd2avatar.render import contact_sheet, render_mesh
 
+CAMERA_TO_UPRIGHT = np.array([1.0, -1.0, -1.0], np.float32)
+"""Depth-camera coordinates (y down, z away) to the viewer's (y up), a half turn about x."""
+
 
 def figure(data: Path) -> np.ndarray:
     """(H, W, 3) uint8 contact sheet, columns: fitted body, PINA, truth, PINA canonical."""
@@ -33,6 +36,7 @@ def figure(data: Path) -> np.ndarray:
         avatar_meshes(subject, frame, protocol.mesh_resolution)[0],
         (np.asarray(truth.vertices, np.float32), np.asarray(truth.faces)),
     ]
+    meshes = [(vertices * CAMERA_TO_UPRIGHT, faces) for vertices, faces in meshes]
     canonical = canonical_mesh(load_avatar(subject / "pina" / "avatar.pt").avatar, resolution=256)
     views = ("front", "side")
     posed_cameras = framing_cameras(np.concatenate([m[0] for m in meshes]), views, 320, 420)
