@@ -612,6 +612,10 @@ def demo(
     )
     typer.echo(f"body fits drawn over the colour frames: {subject / 'body_fit' / 'overlays'}")
     typer.echo(f"the avatar's canonical mesh (PINA): {subject / 'pina' / 'canonical.ply'}")
+    typer.echo(
+        f"next: rgbd2avatar animate {subject} --motion walk; rgbd2avatar texture {subject}; "
+        f"rgbd2avatar render {subject} --motion walk"
+    )
     stage_summary("demo", "all stages built so far", timer.seconds)
 
 
