@@ -48,7 +48,7 @@ from rgbd2avatar.avatar.store import StoredAvatar
 from rgbd2avatar.body.model import canonical_pose
 from rgbd2avatar.body.skeleton import JOINT_NAMES
 from rgbd2avatar.errors import UserError
-from rgbd2avatar.gltf import write_rigged_glb
+from rgbd2avatar.gltf import MeshTexture, write_rigged_glb
 from rgbd2avatar.logs import progress
 from rgbd2avatar.meshing import MeshResult
 from rgbd2avatar.meshio import write_mesh
@@ -183,9 +183,16 @@ def extract_meshes(stored: StoredAvatar, out: Path, resolution: int, exact: bool
 
 
 def animate_avatar(
-    stored: StoredAvatar, motion: Motion, out: Path, resolution: int, exact: bool, mesh_format: str = "ply"
+    stored: StoredAvatar,
+    motion: Motion,
+    out: Path,
+    resolution: int,
+    exact: bool,
+    mesh_format: str = "ply",
+    texture_dir: Path | None = None,
 ) -> dict:
-    """Write the avatar driven by ``motion`` into the folder ``out`` (layout in the module docstring).
+    """Write the avatar driven by ``motion`` into the folder ``out`` (layout in the module docstring);
+    the rigged glTF is textured when ``texture_dir`` holds the texture stage's output.
 
     Returns:
         The summary written to ``out/animation.json``.
@@ -210,7 +217,7 @@ def animate_avatar(
                 if frame in shown:
                     kept[frame] = mesh
         write_image(folder / "preview.png", motion_sheet(kept, corners))
-        rig_seconds = write_rig(avatar, motion, folder / "avatar.glb", resolution)
+        rig_seconds = write_rig(avatar, motion, folder / "avatar.glb", resolution, texture_dir)
         save_amass(motion, folder / "motion.npz")
         summary = {
             "motion": motion.name,
@@ -228,17 +235,29 @@ def animate_avatar(
     return summary
 
 
-def write_rig(avatar: Avatar, motion: Motion, path: Path, resolution: int) -> float:
+def write_rig(
+    avatar: Avatar, motion: Motion, path: Path, resolution: int, texture_dir: Path | None = None
+) -> float:
     """Write the rigged, animated glTF: the canonical-condition mesh bound in the canonical pose,
-    weighted by the learned skinning field. Returns the seconds it took."""
+    weighted by the learned skinning field. With a texture folder (``rgbd2avatar texture``'s
+    output) the rig uses its UV-mapped canonical mesh and carries its texture. Returns seconds."""
+    from rgbd2avatar.texture import load_textured_mesh
+
     start = time.perf_counter()
-    canonical = canonical_mesh(avatar, resolution=resolution)
+    texture = None
+    if texture_dir is not None and (texture_dir / "atlas.npz").is_file():
+        atlas, _, _ = load_textured_mesh(texture_dir)
+        vertices, faces = atlas.vertices, atlas.faces
+        texture = MeshTexture(atlas.uvs, (texture_dir / "texture.png").read_bytes())
+    else:
+        canonical = canonical_mesh(avatar, resolution=resolution)
+        vertices, faces = canonical.vertices, canonical.faces
     with torch.no_grad():
         joints = avatar.body.rest(avatar.shape)[1][0].cpu().numpy()
     write_rigged_glb(
-        path, canonical.vertices, canonical.faces, skinning_weights(avatar, canonical.vertices), joints,
-        avatar.body.parents, JOINT_NAMES, motion.poses, motion.trans, motion.fps,
-        bind_pose=canonical_pose(torch.float64).numpy(),
+        path, vertices, faces, skinning_weights(avatar, vertices), joints, avatar.body.parents, JOINT_NAMES,
+        motion.poses, motion.trans, motion.fps, bind_pose=canonical_pose(torch.float64).numpy(),
+        texture=texture,
     )  # fmt: skip
     return time.perf_counter() - start
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,8 @@ CHUNK_JSON = 0x4E4F534A
 CHUNK_BIN = 0x004E4942
 FLOAT, UNSIGNED_BYTE, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5121, 5123, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+LINEAR = 9729
+"""glTF sampler filter."""
 TRIANGLES = 4
 INFLUENCES = 4
 """Joint influences per vertex in JOINTS_0 / WEIGHTS_0."""
@@ -57,7 +60,7 @@ _COMPONENT_TYPES = {
     np.dtype(np.uint16): UNSIGNED_SHORT,
     np.dtype(np.uint32): UNSIGNED_INT,
 }
-_ACCESSOR_TYPES = {1: "SCALAR", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
+_ACCESSOR_TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
 
 
 def top_influences(weights: np.ndarray, count: int = INFLUENCES) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +168,22 @@ class _Buffer:
         self.accessors.append(accessor)
         return len(self.accessors) - 1
 
+    def blob(self, data: bytes) -> int:
+        """Append raw bytes (e.g. an image) as a new 4-byte-aligned buffer view; its index."""
+        self.data.extend(b"\0" * (-len(self.data) % ALIGNMENT))
+        self.views.append({"buffer": 0, "byteOffset": len(self.data), "byteLength": len(data)})
+        self.data.extend(data)
+        return len(self.views) - 1
+
+
+@dataclass(frozen=True)
+class MeshTexture:
+    """A colour texture of the rigged mesh: uvs (V, 2) in [0, 1] with u right and v up (OBJ's
+    convention; glTF's v runs down, the writer flips it) and the image as PNG bytes."""
+
+    uvs: np.ndarray
+    png: bytes
+
 
 def rigged_gltf(
     vertices: np.ndarray,
@@ -177,6 +196,7 @@ def rigged_gltf(
     trans: np.ndarray,
     fps: float,
     bind_pose: np.ndarray | None = None,
+    texture: MeshTexture | None = None,
 ) -> tuple[dict, bytes]:
     """The glTF document and binary chunk of a rigged, animated mesh (see the module docstring).
 
@@ -187,6 +207,7 @@ def rigged_gltf(
         poses: (F, 3J) axis-angle local rotations (SMPL layout); trans: (F, 3) root translations.
         fps: frames per second of the animation.
         bind_pose: (3J,) the pose the mesh is in (e.g. the avatar's canonical pose); None = rest.
+        texture: colours the mesh (base-colour texture of an unlit-looking, fully rough material).
     Returns:
         (the JSON document as a dict, the binary chunk without padding).
     """
@@ -211,6 +232,7 @@ def rigged_gltf(
         "meshes": [mesh],
         "skins": [skin],
         "animations": [animation],
+        **(_material(buffer, mesh, texture) if texture is not None else {}),
         "accessors": buffer.accessors,
         "bufferViews": buffer.views,
         "buffers": [{"byteLength": len(buffer.data)}],
@@ -231,6 +253,33 @@ def _mesh(buffer: _Buffer, vertices: np.ndarray, faces: np.ndarray, weights: np.
     return {
         "name": "avatar",
         "primitives": [{"attributes": attributes, "indices": indices, "mode": TRIANGLES}],
+    }
+
+
+def _material(buffer: _Buffer, mesh: dict, texture: MeshTexture) -> dict:
+    """Adds TEXCOORD_0 and a textured material to ``mesh``; the document's image, texture, sampler
+    and material entries."""
+    uvs = np.asarray(texture.uvs, dtype=np.float32) * np.array([1.0, -1.0], np.float32) + np.array(
+        [0.0, 1.0], np.float32
+    )
+    primitive = mesh["primitives"][0]
+    primitive["attributes"]["TEXCOORD_0"] = buffer.accessor(uvs, ARRAY_BUFFER)
+    primitive["material"] = 0
+    image_view = buffer.blob(texture.png)
+    return {
+        "images": [{"bufferView": image_view, "mimeType": "image/png"}],
+        "samplers": [{"magFilter": LINEAR, "minFilter": LINEAR}],
+        "textures": [{"sampler": 0, "source": 0}],
+        "materials": [
+            {
+                "name": "avatar",
+                "pbrMetallicRoughness": {
+                    "baseColorTexture": {"index": 0},
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 1.0,
+                },
+            }
+        ],
     }
 
 
@@ -293,9 +342,10 @@ def write_rigged_glb(
     trans: np.ndarray,
     fps: float,
     bind_pose: np.ndarray | None = None,
+    texture: MeshTexture | None = None,
 ) -> None:
     """Write a rigged, animated mesh as a ``.glb`` file atomically (arguments: :func:`rigged_gltf`)."""
     document, binary = rigged_gltf(
-        vertices, faces, weights, joints, parents, joint_names, poses, trans, fps, bind_pose
+        vertices, faces, weights, joints, parents, joint_names, poses, trans, fps, bind_pose, texture
     )
     write_bytes(path, pack_glb(document, binary))

@@ -254,7 +254,8 @@ def animate_stage(
     """Drive the fitted avatar with a motion (built-in name or AMASS file) into
     ``subject/animation/<motion name>`` (or ``out``); returns that folder.
 
-    The manifest's ``animation`` entry is the last motion animated.
+    The manifest's ``animation`` entry is the last motion animated. After ``texture``, the rigged
+    glTF carries the texture (on the texture's UV-mapped canonical mesh).
     """
     from rgbd2avatar.animation import MESH_FORMATS, animate_avatar, check_resolution
     from rgbd2avatar.avatar.store import load_avatar
@@ -270,14 +271,20 @@ def animate_stage(
     resolved = resolve_device(device)
     folder = (out if out is not None else workspace.root / "animation" / clip.name).absolute()
     builtin = motion in BUILTIN_MOTIONS
+    texture_dir = workspace.root / "texture"
+    textured = (texture_dir / "atlas.npz").is_file()
     inputs = [avatar_path] + ([] if builtin else [Path(motion).absolute()])
+    inputs += [texture_dir / "atlas.npz", texture_dir / "texture.png"] if textured else []
     params = {
         "motion": motion if builtin else str(Path(motion).absolute()), "fps": fps, "frames": frames,
         "exact": exact, "resolution": resolution, "format": mesh_format, "out": str(folder),
     }  # fmt: skip
 
     def work() -> None:
-        animate_avatar(load_avatar(avatar_path, resolved), clip, folder, resolution, exact, mesh_format)
+        animate_avatar(
+            load_avatar(avatar_path, resolved), clip, folder, resolution, exact, mesh_format,
+            texture_dir if textured else None,
+        )  # fmt: skip
 
     run_stage(workspace, "animation", inputs, params, [folder], work, force)
     return folder

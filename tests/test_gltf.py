@@ -4,6 +4,7 @@ canonical→posed skinning (and the body model's) within 1 mm."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 
@@ -11,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 
 from rgbd2avatar.body import lbs, load_body_model
 from rgbd2avatar.body.model import canonical_pose
 from rgbd2avatar.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS
-from rgbd2avatar.gltf import top_influences, write_rigged_glb
+from rgbd2avatar.gltf import MeshTexture, top_influences, write_rigged_glb
 
 COMPONENTS = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
-WIDTHS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
 
 # --- a small glTF reader, independent of the writer --------------------------------------------
@@ -242,3 +244,36 @@ def test_top_influences_keep_the_largest_weights_renormalised():
     np.testing.assert_allclose(kept[0], np.array([0.5, 0.2, 0.15, 0.1]) / 0.95, rtol=1e-6)
     np.testing.assert_allclose(kept.sum(1), 1.0, atol=1e-6)
     assert joints[1, 0] == 2 and kept[1, 0] == 1.0
+
+
+def test_a_textured_rig_carries_its_image_and_uvs(body, motion, tmp_path):
+    shape = body.default_shape
+    with torch.no_grad():
+        vertices = body.canonical(shape).vertices[0].numpy()
+        joints = body.rest(shape)[1][0].numpy()
+    uvs = np.random.default_rng(0).random((len(vertices), 2)).astype(np.float32)
+    image = np.zeros((8, 16, 3), np.uint8)
+    image[:4] = (255, 0, 0)  # top half red, bottom half blue
+    image[4:] = (0, 0, 255)
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")
+    path = tmp_path / "textured.glb"
+    poses, trans = motion
+    write_rigged_glb(
+        path, vertices, body.faces.numpy(), body.weights.numpy(), joints, body.parents, JOINT_NAMES,
+        poses, trans, fps=10.0, bind_pose=canonical_pose(torch.float64).numpy(),
+        texture=MeshTexture(uvs, png.getvalue()),
+    )  # fmt: skip
+    document, binary, _ = read_glb(path)
+    primitive = document["meshes"][0]["primitives"][0]
+    texcoords = accessor(document, binary, primitive["attributes"]["TEXCOORD_0"])
+    np.testing.assert_allclose(texcoords, np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], 1), atol=1e-6)
+    material = document["materials"][primitive["material"]]
+    texture = document["textures"][material["pbrMetallicRoughness"]["baseColorTexture"]["index"]]
+    view = document["bufferViews"][document["images"][texture["source"]]["bufferView"]]
+    assert binary[view["byteOffset"] : view["byteOffset"] + view["byteLength"]] == png.getvalue()
+    loaded = next(iter(trimesh.load(path, force="scene").geometry.values()))
+    decoded = np.asarray(loaded.visual.material.baseColorTexture.convert("RGB"))
+    np.testing.assert_array_equal(decoded, image)
+    # trimesh converts glTF's v (down) back to the OBJ convention we gave
+    assert np.allclose(loaded.visual.uv, uvs, atol=1e-6)
