@@ -3,7 +3,7 @@
 The capture: the synthetic ``casual`` subject (seed 2) doing the built-in ``capture`` motion for
 61 frames at 30 fps (the body-fit benchmark's capture, re-used from ``bench_out/body_fit`` when it
 is there). The subject workspace is imported, preprocessed (every third frame: frames 0, 3, …,
-60), body-fitted and fitted by PINA (``fast`` preset, :data:`JOINT_STEPS` joint steps), then
+60), body-fitted and fitted by PINA (the ``fast`` preset the demo uses), then
 ``texture`` bakes the texture and trains the blender, all on those 21 frames.
 
 Held-out evaluation: the frames in :data:`EVAL_FRAMES` lie between training frames (never fitted
@@ -41,9 +41,6 @@ DATA = Path("bench_out") / "texture"
 BODY_FIT_CAPTURE = Path("bench_out") / "body_fit" / "capture"
 CAPTURE_FRAMES = 61
 SEED = 2
-JOINT_STEPS = 20
-"""PINA joint-optimisation steps (the ``fast`` preset's pretraining, then these): the appearance
-is measured on the avatar a CPU demo gets."""
 EVAL_FRAMES = (4, 14, 25, 35, 46, 56)
 AZIMUTHS_DEG = (0.0, 60.0, 180.0)
 SPEED_SIZE = (640, 576)
@@ -78,7 +75,7 @@ def fitted_subject(capture: Path, subject: Path) -> dict:
     timings = {}
     with Timer() as timer:
         prepare_subject(capture, subject)
-        pina_stage(subject, preset("fast", joint_steps=JOINT_STEPS))
+        pina_stage(subject, preset("fast"))
     timings["fit"] = timer.seconds
     with Timer() as timer:
         texture_stage(subject)
