@@ -138,6 +138,9 @@ ModelDirOption = Annotated[
 ]
 GenderOption = Annotated[str, typer.Option("--gender", help="SMPL gender: neutral, male or female.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
+MotionOption = Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")]
+FpsOption = Annotated[float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")]
+FramesOption = Annotated[str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")]
 
 
 @command("body-info")
@@ -170,15 +173,9 @@ def body_info(
 @command("pose-body")
 def pose_body(
     out: Annotated[Path, typer.Argument(help="Output folder for the posed meshes and the preview.")],
-    motion: Annotated[
-        str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")
-    ] = "walk",
-    fps: Annotated[
-        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
-    ] = None,
-    frames: Annotated[
-        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
-    ] = None,
+    motion: MotionOption = "walk",
+    fps: FpsOption = None,
+    frames: FramesOption = None,
     shape: Annotated[
         list[str] | None, typer.Option("--shape", help="Shape parameter NAME=VALUE (repeatable).")
     ] = None,
@@ -222,10 +219,8 @@ def pose_body(
 def export_motion(
     motion: Annotated[str, typer.Argument(help="Built-in motion name or AMASS .npz file.")],
     out: Annotated[Path, typer.Argument(help="AMASS-style .npz file to write (SMPL layout, 72 poses).")],
-    fps: Annotated[float | None, typer.Option("--fps", help="Resample to this frame rate.")] = None,
-    frames: Annotated[
-        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
-    ] = None,
+    fps: FpsOption = None,
+    frames: FramesOption = None,
 ) -> None:
     """Write a motion (e.g. a built-in one) as an AMASS-style .npz that any tool can read."""
     from rgbd2avatar.motion import load_motion, parse_frame_range, save_amass
@@ -485,9 +480,7 @@ def synth(
     subject: Annotated[
         str, typer.Option("--subject", "-s", help="Subject preset: casual, loose or athletic.")
     ] = "casual",
-    motion: Annotated[
-        str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")
-    ] = "capture",
+    motion: MotionOption = "capture",
     frames: Annotated[
         int | None, typer.Option("--frames", "-n", help="Number of frames (default: the whole motion).")
     ] = None,
@@ -658,13 +651,9 @@ def extract(
 @command()
 def animate(
     subject: Annotated[Path, typer.Argument(help="Subject workspace with a fitted avatar (see `fit`).")],
-    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")],
-    fps: Annotated[
-        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
-    ] = None,
-    frames: Annotated[
-        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
-    ] = None,
+    motion: MotionOption,
+    fps: FpsOption = None,
+    frames: FramesOption = None,
     exact: ExactOption = False,
     resolution: ResolutionOption = 128,
     mesh_format: Annotated[str, typer.Option("--format", help="Mesh file format: ply or obj.")] = "ply",
@@ -752,7 +741,7 @@ def texture(
 @command()
 def render(
     subject: Annotated[Path, typer.Argument(help="Subject workspace with a texture (see `texture`).")],
-    motion: Annotated[str, typer.Option("--motion", "-m", help="Built-in motion name or AMASS .npz file.")],
+    motion: MotionOption,
     camera: Annotated[
         str,
         typer.Option(
@@ -765,12 +754,8 @@ def render(
     method: Annotated[
         str, typer.Option("--method", help="pixel (blend the captured frames) or texture (baked only).")
     ] = "pixel",
-    fps: Annotated[
-        float | None, typer.Option("--fps", help="Resample the motion to this frame rate.")
-    ] = None,
-    frames: Annotated[
-        str | None, typer.Option("--frames", help="Frame range A:B (after resampling).")
-    ] = None,
+    fps: FpsOption = None,
+    frames: FramesOption = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Output folder (default: SUBJECT/texture/renders/<motion>-<camera>)."),
