@@ -21,7 +21,7 @@ accuracy against the ground-truth body (MPJPE and median per-vertex distance, cm
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -296,9 +296,15 @@ def _load(workspace: Path):
     return load_avatar(workspace / "pina" / "avatar.pt", resolve_device("auto")).avatar
 
 
-def run_benchmark(protocol_name: str, out_dir: Path) -> dict:
-    """Run every stage that exists on the protocol and return the table (JSON-able)."""
+def run_benchmark(protocol_name: str, out_dir: Path, pina_preset: str | None = None) -> dict:
+    """Run every stage that exists on the protocol and return the table (JSON-able).
+
+    ``pina_preset`` replaces the protocol's PINA preset (e.g. ``default`` on the ``small`` protocol);
+    the capture and the body fit in ``out_dir`` are shared by every preset.
+    """
     protocol = PROTOCOLS[protocol_name]
+    if pina_preset is not None:
+        protocol = replace(protocol, pina_preset=pina_preset)
     data_dir = out_dir / protocol.name / "capture"
     subject_dir = out_dir / protocol.name / "subject"
     synth = ensure_capture(protocol, data_dir)

@@ -521,23 +521,31 @@ def bench(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the benchmark's data and its JSON table.")
     ] = Path("bench_out"),
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="PINA preset instead of the protocol's (small: fast, full: quality)."),
+    ] = None,
 ) -> None:
     """Run every stage that exists on the synthetic accuracy benchmark and write a JSON table."""
     from capture.files import write_json
+    from fitting.pina.config import PRESETS
     from rgbd2avatar.bench import PROTOCOLS, run_benchmark
     from rgbd2avatar.logs import Timer, stage_summary
 
     if protocol not in PROTOCOLS:
         raise UserError(f"--protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}.")
     with Timer() as timer:
-        table = run_benchmark(protocol, out)
-    write_json(out / f"bench_{protocol}.json", table)
+        table = run_benchmark(protocol, out, preset)
+    name = f"bench_{protocol}" + (f"_{preset}" if preset else "")
+    write_json(out / f"{name}.json", table)
     typer.echo(f"body fit        {_numbers(table['body_fit'])}")
     for part in ("reconstruction", "animation"):
         for method, row in table[part].items():
             typer.echo(f"{part:15s} {method:20s} {_numbers(row)}")
     stage_summary(
-        "bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'bench_{protocol}.json'}"
+        "bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'{name}.json'}"
     )
 
 
