@@ -9,7 +9,9 @@ For a target camera and pose (:meth:`PixelRenderer.render`):
 2. **Sources**: the same triangle and barycentrics on the mesh skinned with a source frame's
    refined pose give the point in that frame; it is moved into that frame's colour camera,
    projected through the distorted lens, tested against the ray-cast depth image of that frame's
-   posed mesh (:func:`rgbd2avatar.texture.view_samples`) and its colour sampled bilinearly. The
+   posed mesh and against the depth the sensor recorded in that frame (a point the recording
+   puts more than 3 cm off the real surface is not used: :func:`rgbd2avatar.texture.view_samples`)
+   and its colour sampled bilinearly. The
    :data:`SOURCES_PER_VIEW` sources used for a target are those whose camera saw the body from
    the most similar direction (camera direction in the body's root frame).
 3. **Blending** (:class:`Blender`): a small MLP gives each visible source a logit from features of
@@ -63,12 +65,15 @@ from rgbd2avatar.logs import progress
 from rgbd2avatar.motion import Motion
 from rgbd2avatar.render import raycast_rays
 from rgbd2avatar.texture import (
+    MEASURED_TOLERANCE,
     DepthMap,
+    MeasuredDepth,
     MeshPoser,
     UVMesh,
     bilinear,
     camera_ray_bundle,
     load_textured_mesh,
+    measured_depth,
     sample_texture,
     spread,
     vertex_normals,
@@ -99,7 +104,7 @@ class RenderOptions:
 
     Attributes:
         sources: training frames kept as sources at most; per_view: sources blended per target.
-        depth_tolerance, edge_margin, edge_jump: visibility tests, as in
+        depth_tolerance, measured_tolerance, edge_margin, edge_jump: visibility tests, as in
             :class:`~rgbd2avatar.texture.TextureOptions`.
         hidden: width of the blender's two hidden layers.
         steps, batch, lr: Adam steps, pixels per step, learning rate of the training.
@@ -111,6 +116,7 @@ class RenderOptions:
     sources: int = SOURCE_FRAMES
     per_view: int = SOURCES_PER_VIEW
     depth_tolerance: float = 0.02
+    measured_tolerance: float = MEASURED_TOLERANCE
     edge_margin: float = 6.0
     edge_jump: float = 0.05
     hidden: int = 32
@@ -252,7 +258,8 @@ class SourceView:
         normals in the depth-camera frame (for shading); image: (H, W, 3) uint8; camera: the
         colour camera in the depth-camera frame; depth_map: the mesh seen by it;
         joints: (J, 3) the body's joints in the colour camera; direction: (3,) unit direction
-        from the pelvis to the camera in the body's root frame.
+        from the pelvis to the camera in the body's root frame; measured: the frame's recorded
+        depth (``None``: trust the mesh alone).
     """
 
     frame: int
@@ -264,6 +271,7 @@ class SourceView:
     depth_map: DepthMap
     joints: np.ndarray
     direction: np.ndarray
+    measured: MeasuredDepth | None = None
 
 
 def body_direction(pose: torch.Tensor, joints: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -310,6 +318,7 @@ def load_sources(
                 image=frame.color,
                 camera=camera,
                 depth_map=DepthMap.of_mesh(in_color, mesh.faces, calibration.color, options.edge_jump),
+                measured=measured_depth(frame, calibration),
                 joints=transform_points(to_color, joints),
                 direction=body_direction(pose[0], joints, camera.centre),
             )
@@ -435,6 +444,8 @@ def source_features(
         source.depth_map,
         options.depth_tolerance,
         options.edge_margin,
+        source.measured,
+        options.measured_tolerance,
     )
     colours = np.zeros((len(points), 3), dtype=np.float32)
     colours[samples.visible] = bilinear(source.image, samples.pixels[samples.visible]) / 255.0

@@ -18,7 +18,11 @@ Steps:
    ``depth_to_color``; a texel's point is projected through the distorted lens and its colour
    sampled bilinearly. Its weight (:func:`view_weights`) is ``cos^power · edge`` where visible:
    visible when its depth agrees (within ``depth_tolerance``) with the posed mesh's depth image
-   ray cast in the colour camera; ``cos`` between its normal and the direction to the camera
+   ray cast in the colour camera and the recording's own depth measurement does not contradict it
+   (:class:`MeasuredDepth`: where the sensor measured a surface more than ``measured_tolerance``
+   from the point, the avatar is off the real surface there — a blob hand, a misfitted limb — and
+   its colour pixel shows the background or an occluder); ``cos`` between its normal and the
+   direction to the camera
    (frontal views win); ``edge`` ramps from 0 at an occlusion edge of that depth image (the
    silhouette or a depth jump) to 1 at ``edge_margin`` pixels from it, since a slightly misfitted
    surface would paint the background or the occluder there.
@@ -47,9 +51,9 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from capture.calibration import pixel_rays, project, transform_points
+from capture.calibration import invert_rigid, pixel_rays, project, transform_points
 from capture.files import read_image, save_npz, write_bytes, write_image, write_json
-from capture.sequence import CameraIntrinsics, SequenceReader
+from capture.sequence import Calibration, CameraIntrinsics, RGBDFrame, SequenceReader
 from rgbd2avatar.avatar.avatar import Avatar
 from rgbd2avatar.avatar.meshes import MESH_BATCH, canonical_mesh
 from rgbd2avatar.avatar.store import StoredAvatar
@@ -61,6 +65,10 @@ from rgbd2avatar.render import DEFAULT_ALBEDO, raycast_rays
 TEXTURE_FILES = ("avatar.obj", "avatar.mtl", "texture.png", "avatar.glb", "atlas.npz")
 """The files :func:`write_textured_mesh` writes into the texture folder."""
 MATERIAL = "avatar"
+MEASURED_TOLERANCE = 0.03
+"""Metres between a surface point and the recorded depth beyond which the recording contradicts
+it: the avatar's surface error (≈ 1 cm, more at hands and feet) plus the sensor's noise (≈ 5 mm
+at 2 m) stay inside; a hand or foot that reaches past the real one onto the background does not."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class TextureOptions:
         resolution: MISE grid of the canonical mesh (32 · 2^k).
         power: exponent of the cosine weight; higher favours frontal views more.
         depth_tolerance: metres between a texel's depth and the ray-cast depth still counted visible.
+        measured_tolerance: metres between a texel's depth and the recorded depth (depth camera)
+            beyond which the recording contradicts it (:class:`MeasuredDepth`).
         edge_margin: colour-image pixels over which weights ramp up from an occlusion edge.
         edge_jump: metres of depth change that make an occlusion edge inside the silhouette.
         max_frames: training frames used at most, evenly spread (a 3-minute capture fits hundreds).
@@ -84,6 +94,7 @@ class TextureOptions:
     resolution: int = 256
     power: float = 4.0
     depth_tolerance: float = 0.02
+    measured_tolerance: float = MEASURED_TOLERANCE
     edge_margin: float = 6.0
     edge_jump: float = 0.05
     max_frames: int = 120
@@ -154,11 +165,13 @@ class BakeView:
         vertices: (V, 3) the mesh's vertices in this camera's frame (OpenCV axes, metres),
             same order and faces as the atlas mesh.
         image: (H, W, 3) uint8 RGB; intrinsics: the camera, with its lens distortion.
+        measured: the frame's recorded depth, or ``None`` to trust the mesh alone.
     """
 
     vertices: np.ndarray
     image: np.ndarray
     intrinsics: CameraIntrinsics
+    measured: MeasuredDepth | None = None
 
 
 @dataclass
@@ -337,6 +350,33 @@ class DepthMap:
 
 
 @dataclass
+class MeasuredDepth:
+    """What the depth sensor measured in one frame, to check surface points of a view against.
+
+    Attributes:
+        depth: (H, W) float32 metres in depth-camera pixels, 0 = no measurement.
+        intrinsics: the depth camera; from_view: (4, 4) rigid transform from the view's camera
+            frame to the depth camera's (the inverse of ``depth_to_color`` for a colour view).
+    """
+
+    depth: np.ndarray
+    intrinsics: CameraIntrinsics
+    from_view: np.ndarray
+
+    def contradicts(self, points: np.ndarray, tolerance: float) -> np.ndarray:
+        """(N,) bool: the sensor measured a surface more than ``tolerance`` (m) in front of or behind
+        points (N, 3) given in the view's camera frame, at their nearest depth pixel. A pixel
+        without a measurement (dropouts: dark hair, edges) contradicts nothing."""
+        pixels, z = project(transform_points(self.from_view, points), self.intrinsics)
+        height, width = self.depth.shape
+        inside = in_image(pixels, width, height)
+        u = np.rint(np.where(inside, pixels[:, 0], 0)).astype(np.int64)
+        v = np.rint(np.where(inside, pixels[:, 1], 0)).astype(np.int64)
+        measured = np.where(inside, self.depth[v, u], 0.0)
+        return (measured > 0) & (np.abs(z - measured) > tolerance)
+
+
+@dataclass
 class ViewSamples:
     """What one view says about some surface points.
 
@@ -367,12 +407,16 @@ def view_samples(
     depth_map: DepthMap,
     depth_tolerance: float,
     edge_margin: float,
+    measured: MeasuredDepth | None = None,
+    measured_tolerance: float = MEASURED_TOLERANCE,
 ) -> ViewSamples:
-    """Project surface points into a view and test them against its ray-cast depth image.
+    """Project surface points into a view and test them against its ray-cast depth image and,
+    when given, the frame's recorded depth.
 
     Args:
         points, normals: (N, 3) surface points and unit normals in the camera frame.
         depth_map: the camera's depth image of the same surface.
+        measured: the frame's recorded depth; points it contradicts are not visible.
     """
     pixels, z = project(points, intrinsics)
     height, width = depth_map.depth.shape
@@ -381,6 +425,8 @@ def view_samples(
     v = np.rint(np.where(inside, pixels[:, 1], 0)).astype(np.int64)
     surface = depth_map.depth[v, u]
     visible = inside & (surface > 0) & (np.abs(z - surface) <= depth_tolerance)
+    if measured is not None:
+        visible &= ~measured.contradicts(points, measured_tolerance)
     distance = np.linalg.norm(points, axis=1)
     cosine = -(normals * points).sum(1) / np.maximum(distance, 1e-9)
     edge = np.clip(depth_map.edge_distance[v, u] / max(edge_margin, 1e-6), 0.0, 1.0)
@@ -429,7 +475,14 @@ def view_colours(
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     depth_map = DepthMap.of_mesh(view.vertices, mesh.faces, view.intrinsics, options.edge_jump)
     samples = view_samples(
-        points, normals, view.intrinsics, depth_map, options.depth_tolerance, options.edge_margin
+        points,
+        normals,
+        view.intrinsics,
+        depth_map,
+        options.depth_tolerance,
+        options.edge_margin,
+        view.measured,
+        options.measured_tolerance,
     )
     weights = samples.weights(options.power)
     colours = np.zeros((len(points), 3), dtype=np.float32)
@@ -578,7 +631,14 @@ def frame_views(
         if frame.color is None:
             continue
         posed = poser(stored.poses[row : row + 1], stored.trans[row : row + 1])[0]
-        yield BakeView(transform_points(calibration.depth_to_color, posed), frame.color, calibration.color)
+        in_color = transform_points(calibration.depth_to_color, posed)
+        yield BakeView(in_color, frame.color, calibration.color, measured_depth(frame, calibration))
+
+
+def measured_depth(frame: RGBDFrame, calibration: Calibration) -> MeasuredDepth:
+    """A frame's recorded depth, to check points given in its colour camera's frame against."""
+    from_color = invert_rigid(np.asarray(calibration.depth_to_color, dtype=np.float64))
+    return MeasuredDepth(frame.depth_m, calibration.depth, from_color)
 
 
 def atlas_mesh(avatar: Avatar, options: TextureOptions) -> UVMesh:

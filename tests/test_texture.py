@@ -12,6 +12,7 @@ from capture.sequence import CameraIntrinsics
 from rgbd2avatar.texture import (
     BakeView,
     DepthMap,
+    MeasuredDepth,
     TextureOptions,
     UVMesh,
     bake_texture,
@@ -143,6 +144,31 @@ def test_depth_test_excludes_occluded_texels_and_unseen_ones_are_filled():
         nearest = np.argmin(np.linalg.norm(seen_points - point, axis=1))
         assert np.array_equal(colour, seen_colours[nearest])
         assert seen_points[nearest][2] > 1.1  # filled from the back plane, not the occluder
+
+
+def test_the_recorded_depth_vetoes_texels_off_the_real_surface():
+    """A plane at 1 m, seen by a colour camera 3 cm beside the depth camera. The depth sensor
+    measured the plane on the left (x < 0), the background 1 m behind it on the right (the
+    avatar reaches past the real surface there), and nothing on a band at the top (a dropout)."""
+    mesh = grid_plane((0.0, 0.0, 1.0), 0.3, 8, (0.05, 0.05), (0.95, 0.95))
+    color_from_depth = np.eye(4)
+    color_from_depth[0, 3] = -0.03
+    depth_camera = CameraIntrinsics(width=90, height=70, fx=60.0, fy=60.0, cx=44.5, cy=34.5, k2=0.02)
+    rays = pixel_rays(depth_camera)
+    depth = np.where(rays[..., 0] < 0, 1.0, 2.0).astype(np.float32)
+    depth[rays[..., 1] < -0.2] = 0.0
+    measured = MeasuredDepth(depth, depth_camera, np.linalg.inv(color_from_depth))
+    in_colour = transform_points(color_from_depth, mesh.vertices).astype(np.float32)
+
+    baked = bake_texture(mesh, [BakeView(in_colour, ramp_image(CAMERA), CAMERA, measured)], OPTIONS)
+    points, covered = texel_points(mesh, OPTIONS.size)  # depth-camera frame
+    x, y = points[..., 0] / points[..., 2], points[..., 1] / points[..., 2]
+    clear = covered & (np.abs(x) > 0.02) & (np.abs(y + 0.2) > 0.02)
+    assert baked.seen[clear & (x < 0)].all()
+    assert not baked.seen[clear & (x > 0) & (y > -0.2)].any()
+    assert baked.seen[clear & (x > 0) & (y < -0.2)].all()  # no measurement: no veto
+    plain = bake_texture(mesh, [BakeView(in_colour, ramp_image(CAMERA), CAMERA)], OPTIONS)
+    assert plain.seen[clear].all()
 
 
 def test_back_faces_and_texels_outside_the_image_are_unseen():
