@@ -558,6 +558,10 @@ DEMO_FRAMES = 45
 """Frames of the demo's synthetic capture (one turn of the ``capture`` motion, 1.5 s at 30 fps)."""
 DEMO_FIT_FRAMES = 8
 """Frames the demo preprocesses and fits (spread over the capture), to keep the demo short on a CPU."""
+DEMO_MOTION, DEMO_MOTION_FPS, DEMO_MOTION_FRAMES = "walk", 10.0, (0, 17)
+"""The motion the demo animates and renders the avatar with: one 1.6 s stride at 10 fps."""
+DEMO_BLENDER_STEPS = 300
+"""Training steps of the pixel-aligned renderer's blender in the demo (the command's default: 600)."""
 
 
 @command()
@@ -568,21 +572,39 @@ def demo(
     ] = DEMO_FRAMES,
     preset: Annotated[str, typer.Option("--preset", help="PINA preset of the avatar fit.")] = "fast",
     steps: Annotated[
-        int | None, typer.Option("--steps", help="PINA steps per stage (default: the preset's).")
+        int | None,
+        typer.Option(
+            "--steps",
+            help="Training steps of each PINA stage and of the renderer's blender "
+            f"(default: the preset's, {DEMO_BLENDER_STEPS} for the blender).",
+        ),
     ] = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Run every stage built so far on the built-in subject (no camera needed) and say where outputs are."""
+    """Run every stage on the built-in subject (no camera needed), from the synthetic capture to
+    the animated, textured avatar, and say where the outputs are."""
+    from dataclasses import replace
+
     from capture.files import write_image
     from fitting.pina.config import preset as pina_preset
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.devices import resolve_device
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.motion import builtin_motion
+    from rgbd2avatar.pixel_renderer import RenderOptions
     from rgbd2avatar.posing import body_pose_figure, motion_sheet, write_posed_meshes
-    from rgbd2avatar.stages import fit_body_stage, import_stage, pina_stage, preprocess_stage
+    from rgbd2avatar.stages import (
+        animate_stage,
+        fit_body_stage,
+        import_stage,
+        pina_stage,
+        preprocess_stage,
+        render_stage,
+        texture_stage,
+    )
     from rgbd2avatar.synth.figure import frame_figure, subjects_figure
     from rgbd2avatar.synth.generate import SynthOptions, synthesize
+    from rgbd2avatar.texture import TextureOptions
 
     subject = out / "subject"
     with Timer() as timer:
@@ -603,6 +625,15 @@ def demo(
             subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device
         )
         pina_stage(subject, pina_preset(preset, pretrain_steps=steps, joint_steps=steps), device)
+        animation = animate_stage(
+            subject, DEMO_MOTION, fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
+        )
+        texture_options = TextureOptions(size=512, resolution=128)
+        blender = replace(RenderOptions(), steps=DEMO_BLENDER_STEPS if steps is None else steps)
+        texture_stage(subject, texture_options, blender, device)
+        renders = render_stage(
+            subject, DEMO_MOTION, "orbit", fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
+        )
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(
@@ -614,10 +645,13 @@ def demo(
     typer.echo(f"body fits drawn over the colour frames: {subject / 'body_fit' / 'overlays'}")
     typer.echo(f"the avatar's canonical mesh (PINA): {subject / 'pina' / 'canonical.ply'}")
     typer.echo(
-        f"next: rgbd2avatar animate {subject} --motion walk; rgbd2avatar texture {subject}; "
-        f"rgbd2avatar render {subject} --motion walk"
+        f"the avatar walking: {animation / 'preview.mp4'}  (meshes: {animation / 'meshes'}, "
+        f"rigged glTF: {animation / 'avatar.glb'})"
     )
-    stage_summary("demo", "all stages built so far", timer.seconds)
+    typer.echo(f"the textured avatar: {subject / 'texture' / 'avatar.glb'}")
+    typer.echo(f"the textured avatar walking, seen from an orbiting camera: {renders / 'render.mp4'}")
+    typer.echo(f"next: rgbd2avatar animate {subject} --motion YOUR_AMASS.npz")
+    stage_summary("demo", "every stage, synthetic capture to textured animation", timer.seconds)
 
 
 ResolutionOption = Annotated[

@@ -54,6 +54,14 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert list((tmp_path / "out" / "subject" / "body_fit" / "overlays").glob("*.png"))
     assert str(tmp_path / "out" / "subject" / "pina" / "canonical.ply") in result.stdout
     assert (tmp_path / "out" / "subject" / "pina" / "avatar.pt").exists()
+    animation = tmp_path / "out" / "subject" / "animation" / "walk"
+    assert str(animation / "preview.mp4") in result.stdout
+    assert len(list((animation / "meshes").glob("*.ply"))) == 17  # 1.6 s at 10 fps, both ends
+    assert (animation / "avatar.glb").stat().st_size > 0
+    assert (tmp_path / "out" / "subject" / "texture" / "avatar.glb").exists()
+    renders = tmp_path / "out" / "subject" / "texture" / "renders" / "walk-orbit"
+    assert str(renders / "render.mp4") in result.stdout
+    assert len(list((renders / "frames").glob("*.png"))) == 17
     subject = str(tmp_path / "out" / "subject")
     fit = ["fit", subject, "--preset", "fast", "--steps", "2", "--pretrain-steps", "1"]
     result = runner.invoke(app, fit)  # earlier stages up to date; PINA re-runs with other settings
