@@ -634,6 +634,7 @@ def demo(
         renders = render_stage(
             subject, DEMO_MOTION, "orbit", fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
         )
+    animation, renders = _relative(animation), _relative(renders)
     typer.echo(f"body poses (rest + 3 built-in poses, front and side): {out / 'body_poses.png'}")
     typer.echo(f"meshes of one walking stride: {walk_dir / 'meshes'}  (preview: {walk_dir / 'preview.png'})")
     typer.echo(
@@ -652,6 +653,14 @@ def demo(
     typer.echo(f"the textured avatar walking, seen from an orbiting camera: {renders / 'render.mp4'}")
     typer.echo(f"next: rgbd2avatar animate {subject} --motion YOUR_AMASS.npz")
     stage_summary("demo", "every stage, synthetic capture to textured animation", timer.seconds)
+
+
+def _relative(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 ResolutionOption = Annotated[
