@@ -417,6 +417,14 @@ def fit(
     pose_opt: Annotated[
         bool, typer.Option("--pose-opt/--no-pose-opt", help="Refine every frame's pose with the shape.")
     ] = True,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight",
+            help="Loss weight NAME=VALUE (repeatable): sdf, normal, off, eikonal, skinning, pose "
+            "(defaults 1, 0.1, 0.1, 0.1, 0.1, 1; see fitting/pina/config.py).",
+        ),
+    ] = None,
     keypoints: Annotated[
         Path | None, typer.Option("--keypoints", help="For fit-body (default: what it last used).")
     ] = None,
@@ -433,9 +441,12 @@ def fit(
 ) -> None:
     """Fit the animatable avatar (PINA): runs preprocess and fit-body if they are not up to date, then
     optimises the canonical SDF, the skinning field and every frame's pose; resumes after an interruption."""
+    from dataclasses import fields, replace
+
     from capture.files import read_json
     from fitting.pina import config as pina_config
     from rgbd2avatar.logs import Timer, format_duration, stage_summary
+    from rgbd2avatar.options import parse_assignments
     from rgbd2avatar.stages import earlier_stages, pina_stage
 
     if preset not in pina_config.PRESETS:
@@ -445,8 +456,13 @@ def fit(
     for path, option in ((keypoints, "--keypoints"), (densepose, "--densepose")):
         if path is not None and not path.exists():
             raise UserError(f"{option} {path} does not exist; check the path.")
+    weights = pina_config.PRESETS[preset].weights
+    names = [field.name for field in fields(weights)]
+    weights = replace(weights, **parse_assignments("--weight", weight or [], names))
+    if min(vars(weights).values()) < 0:
+        raise UserError("--weight values must be zero or more.")
     config = pina_config.preset(
-        preset, joint_steps=steps, pretrain_steps=pretrain_steps, optimise_poses=pose_opt
+        preset, joint_steps=steps, pretrain_steps=pretrain_steps, optimise_poses=pose_opt, weights=weights
     )
     with Timer() as timer:
         earlier_stages(

@@ -10,10 +10,10 @@ import torch
 
 from capture.files import write_image
 from rgbd2avatar.body import BodyModel
-from rgbd2avatar.errors import UserError
 from rgbd2avatar.logs import progress
 from rgbd2avatar.meshio import write_mesh
 from rgbd2avatar.motion import Motion, builtin_motion
+from rgbd2avatar.options import parse_assignments
 from rgbd2avatar.preview import part_colors, sequence_sheet
 
 FIGURE_POSES: tuple[tuple[str, float], ...] = (("raise_arms", 2.0), ("squat", 2.0), ("walk", 0.4))
@@ -27,16 +27,8 @@ def parse_shape(body: BodyModel, specs: list[str]) -> torch.Tensor:
         (S,) shape parameters.
     """
     shape = body.default_shape.clone()
-    for spec in specs:
-        name, _, value = spec.partition("=")
-        if name not in body.shape_names or not value:
-            raise UserError(
-                f"--shape {spec!r} is not NAME=VALUE with NAME one of {', '.join(body.shape_names)}."
-            )
-        try:
-            shape[body.shape_names.index(name)] = float(value)
-        except ValueError:
-            raise UserError(f"--shape {spec!r}: {value!r} is not a number.") from None
+    for name, value in parse_assignments("--shape", specs, body.shape_names).items():
+        shape[body.shape_names.index(name)] = value
     return shape
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 
-from typer.testing import CliRunner
-
 from rgbd2avatar import __version__
 from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
 from rgbd2avatar.logs import Timer, format_duration, progress, stage_summary
-
-runner = CliRunner()
+from tests.cli_helpers import one_error_line, runner
 
 
 def test_help_lists_commands():
@@ -69,6 +67,12 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     assert re.search(r"fit: avatar of \d+ frames", result.output)
     again = runner.invoke(app, fit)
     assert again.exit_code == 0 and "pina is up to date" in again.output
+    weighted = runner.invoke(app, [*fit, "--weight", "normal=0.5", "--weight", "off=0"])
+    assert weighted.exit_code == 0 and "pina: running (parameters changed" in weighted.output
+    train = json.loads((tmp_path / "out" / "subject" / "pina" / "train.json").read_text())
+    weights = train["config"]["weights"]
+    assert (weights["normal"], weights["off"], weights["sdf"]) == (0.5, 0.0, 1.0)
+    assert "--weight 'shape=1'" in one_error_line(runner.invoke(app, [*fit, "--weight", "shape=1"]))
 
 
 def test_import_does_not_load_torch():
