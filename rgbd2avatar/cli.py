@@ -641,12 +641,12 @@ def demo(
             subject, keypoints=truth / "keypoints" / "openpose", densepose=truth / "iuv", device=device
         )
         pina_stage(subject, pina_preset(preset, pretrain_steps=steps, joint_steps=steps), device)
-        animation = animate_stage(
-            subject, DEMO_MOTION, fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
-        )
         texture_options = TextureOptions(size=512, resolution=128)
         blender = replace(RenderOptions(), steps=DEMO_BLENDER_STEPS if steps is None else steps)
         texture_stage(subject, texture_options, blender, device)
+        animation = animate_stage(
+            subject, DEMO_MOTION, fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
+        )
         renders = render_stage(
             subject, DEMO_MOTION, "orbit", fps=DEMO_MOTION_FPS, frames=DEMO_MOTION_FRAMES, device=device
         )
@@ -663,7 +663,7 @@ def demo(
     typer.echo(f"the avatar's canonical mesh (PINA): {subject / 'pina' / 'canonical.ply'}")
     typer.echo(
         f"the avatar walking: {animation / 'preview.mp4'}  (meshes: {animation / 'meshes'}, "
-        f"rigged glTF: {animation / 'avatar.glb'})"
+        f"rigged and textured glTF: {animation / 'avatar.glb'})"
     )
     typer.echo(f"the textured avatar: {subject / 'texture' / 'avatar.glb'}")
     typer.echo(f"the textured avatar walking, seen from an orbiting camera: {renders / 'render.mp4'}")
