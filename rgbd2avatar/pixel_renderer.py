@@ -35,7 +35,7 @@ The blender is trained per subject on the capture itself (:func:`train_blender`)
 frame in turn is the target, seen by its own colour camera, predicted from the other frames;
 the loss is the L1 colour error at pixels sampled inside the person, away from its occlusion
 edges. For half of the targets the sources within 40° of its view are withheld as well, so that
-the blender also learns views no source is near. About a minute on a 2-core CPU.
+the blender also learns views no source is near. About 10 s for 21 frames on a 2-core CPU.
 
 Targets are expressed in the avatar's posed frame, the capture's depth-camera frame, like the
 refined poses; :func:`capture_world` estimates a floor-standing, y-up frame in it, where motions
