@@ -421,8 +421,8 @@ def fit(
         list[str] | None,
         typer.Option(
             "--weight",
-            help="Loss weight NAME=VALUE (repeatable): sdf, normal, off, eikonal, skinning, pose "
-            "(defaults 1, 0.1, 0.1, 0.1, 0.1, 1; see fitting/pina/config.py).",
+            help="Loss weight NAME=VALUE (repeatable): sdf, normal, off, eikonal, skinning or pose "
+            "(meanings and defaults: LossWeights in fitting/pina/config.py).",
         ),
     ] = None,
     keypoints: Annotated[
