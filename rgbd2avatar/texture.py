@@ -328,6 +328,16 @@ def in_image(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
         return np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
 
 
+def nearest_pixels(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which pixels (N, 2) lie in an (H, W) image, and their nearest integer columns and rows
+    (N,) int64 (0 for those outside, so that indexing stays valid)."""
+    height, width = shape
+    inside = in_image(pixels, width, height)
+    u = np.rint(np.where(inside, pixels[:, 0], 0)).astype(np.int64)
+    v = np.rint(np.where(inside, pixels[:, 1], 0)).astype(np.int64)
+    return inside, u, v
+
+
 @dataclass
 class DepthMap:
     """A camera's ray-cast depth image of a surface and its occlusion edges.
@@ -368,10 +378,7 @@ class MeasuredDepth:
         points (N, 3) given in the view's camera frame, at their nearest depth pixel. A pixel
         without a measurement (dropouts: dark hair, edges) contradicts nothing."""
         pixels, z = project(transform_points(self.from_view, points), self.intrinsics)
-        height, width = self.depth.shape
-        inside = in_image(pixels, width, height)
-        u = np.rint(np.where(inside, pixels[:, 0], 0)).astype(np.int64)
-        v = np.rint(np.where(inside, pixels[:, 1], 0)).astype(np.int64)
+        inside, u, v = nearest_pixels(pixels, self.depth.shape)
         measured = np.where(inside, self.depth[v, u], 0.0)
         return (measured > 0) & (np.abs(z - measured) > tolerance)
 
@@ -419,10 +426,7 @@ def view_samples(
         measured: the frame's recorded depth; points it contradicts are not visible.
     """
     pixels, z = project(points, intrinsics)
-    height, width = depth_map.depth.shape
-    inside = in_image(pixels, width, height)
-    u = np.rint(np.where(inside, pixels[:, 0], 0)).astype(np.int64)
-    v = np.rint(np.where(inside, pixels[:, 1], 0)).astype(np.int64)
+    inside, u, v = nearest_pixels(pixels, depth_map.depth.shape)
     surface = depth_map.depth[v, u]
     visible = inside & (surface > 0) & (np.abs(z - surface) <= depth_tolerance)
     if measured is not None:
