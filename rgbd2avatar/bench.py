@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import trimesh
 
-from capture.files import load_npz, read_json
+from capture.files import load_npz, read_json, save_npz
 from rgbd2avatar.avatar.meshes import posed_mesh_fast
 from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
@@ -177,10 +177,14 @@ def fitted_body_meshes(subject_dir: Path, frames: np.ndarray) -> list[tuple[np.n
     return [(vertices.numpy(), faces) for vertices in posed.vertices]
 
 
-def fit_avatars(protocol: Protocol, subject_dir: Path, device: str = "auto") -> dict[str, Path]:
-    """PINA on the subject with and without pose optimisation (PINA's Table 1 ablation).
+def fit_avatars(
+    protocol: Protocol, subject_dir: Path, capture_dir: Path, device: str = "auto"
+) -> dict[str, Path]:
+    """PINA on the subject with and without pose optimisation (PINA's Table 1 ablation), and
+    given the exact poses (a reference, like ``naked_body_gt``).
 
-    The ablation runs in a copy of the workspace (without the recording) next to it.
+    The ablation and the reference run in copies of the workspace (without the recording) next
+    to it; the reference's body fit is replaced by the ground-truth body (:func:`use_true_bodies`).
 
     Returns:
         method name → subject workspace holding that avatar.
@@ -188,12 +192,35 @@ def fit_avatars(protocol: Protocol, subject_dir: Path, device: str = "auto") -> 
     from fitting.pina.config import preset
     from rgbd2avatar.stages import pina_stage
 
-    ablation = subject_dir.with_name(subject_dir.name + "_no_pose_opt")
-    shutil.rmtree(ablation, ignore_errors=True)
-    shutil.copytree(subject_dir, ablation, ignore=shutil.ignore_patterns("recording", "pina"))
+    ablation, reference = (_workspace_copy(subject_dir, suffix) for suffix in ("_no_pose_opt", "_gt_poses"))
+    use_true_bodies(reference, capture_dir)
     pina_stage(subject_dir, preset(protocol.pina_preset), device)
     pina_stage(ablation, preset(protocol.pina_preset, optimise_poses=False), device)
-    return {"pina": subject_dir, "pina_no_pose_opt": ablation}
+    pina_stage(reference, preset(protocol.pina_preset, optimise_poses=False), device)
+    return {"pina": subject_dir, "pina_no_pose_opt": ablation, "pina_gt_poses": reference}
+
+
+def _workspace_copy(subject_dir: Path, suffix: str) -> Path:
+    """A fresh copy of a subject workspace without its recording and avatar, beside it."""
+    copy = subject_dir.with_name(subject_dir.name + suffix)
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(subject_dir, copy, ignore=shutil.ignore_patterns("recording", "pina"))
+    return copy
+
+
+def use_true_bodies(subject_dir: Path, capture_dir: Path) -> None:
+    """Replace a workspace's fitted poses, translations and shape by the synthetic capture's true
+    ones (same body model, same frames), so PINA starts from exact poses."""
+    path = subject_dir / "body_fit" / "fits.npz"
+    fits = load_npz(path)
+    truth = load_npz(capture_dir / "ground_truth" / "body.npz")
+    frames = fits["frames"]
+    exact = {
+        "poses": truth["poses"][frames],
+        "trans": truth["trans"][frames],
+        "shape": truth["shape"],
+    }
+    save_npz(path, **(fits | {key: value.astype(fits[key].dtype) for key, value in exact.items()}))
 
 
 def avatar_meshes(
@@ -311,7 +338,7 @@ def run_benchmark(protocol_name: str, out_dir: Path, pina_preset: str | None = N
     with Timer() as timer:
         prepare_subject(data_dir, subject_dir)
     with Timer() as pina_timer:
-        avatars = fit_avatars(protocol, subject_dir)
+        avatars = fit_avatars(protocol, subject_dir, data_dir)
     return {
         "protocol": asdict(protocol),
         "synth": synth,
