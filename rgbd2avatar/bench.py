@@ -117,34 +117,65 @@ def prepare_subject(capture_dir: Path, subject: Path, terms: tuple[str, ...] | N
 
 
 def body_fit_accuracy(subject: Path, capture_dir: Path) -> dict:
-    """The fitted bodies against the ground-truth bodies (same model): joints and vertices, in cm."""
-    from rgbd2avatar.body import load_body_model
-
+    """The fitted bodies against the ground-truth bodies (same model), see :func:`pose_accuracy`;
+    plus the fit's own counts and speed."""
     fits = load_npz(subject / "body_fit" / "fits.npz")
     summary = read_json(subject / "body_fit" / "fit.json")
+    return pose_accuracy(fits, capture_dir) | {
+        "reinitialised": int(fits["reinitialised"].sum()),
+        "fit_frames_per_s": summary["frames_per_second"],
+        "fit_device": summary["device"],
+    }
+
+
+def refined_pose_accuracy(subject: Path, capture_dir: Path) -> dict:
+    """PINA's refined poses (with ``fit-body``'s shape) against the ground truth, as
+    :func:`pose_accuracy` measures the body fit's."""
+    fits = load_npz(subject / "body_fit" / "fits.npz")
+    refined = load_npz(subject / "pina" / "poses.npz")
+    return pose_accuracy(fits | {key: refined[key] for key in ("frames", "poses", "trans")}, capture_dir)
+
+
+def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
+    """Bodies posed by ``fits`` (body_model, frames, poses (F, 72), trans (F, 3), shape) against the
+    ground-truth bodies of the same frames.
+
+    Returns (cm, radians): MPJPE (mean, median frame, frames over 10 cm), the median per-vertex
+    distance; the root joint's error in the depth
+    camera's frame, its mean over frames (a constant offset, e.g. a body pushed towards the camera
+    by loose clothing) and spread; the part of the joint errors that changes from frame to frame
+    (the errors in the true root's frame minus their mean over frames); and the mean geodesic
+    angle between fitted and true joint rotations.
+    """
+    from rgbd2avatar.body import load_body_model
+    from rgbd2avatar.body.lbs import axis_angle_to_matrix
+
     truth = load_npz(capture_dir / "ground_truth" / "body.npz")
     body = load_body_model(str(fits["body_model"]))
     frames = fits["frames"]
+    true_poses = torch.from_numpy(truth["poses"][frames]).float()
+    poses = torch.from_numpy(fits["poses"]).float()
     with torch.no_grad():
-        fitted = body(
-            torch.from_numpy(fits["poses"]), torch.from_numpy(fits["shape"]), torch.from_numpy(fits["trans"])
-        )
-        true = body(
-            torch.from_numpy(truth["poses"][frames]),
-            torch.from_numpy(truth["shape"]),
-            torch.from_numpy(truth["trans"][frames]),
-        )
-    mpjpe = (fitted.joints - true.joints).norm(dim=-1).mean(-1) * 100  # (F,)
+        fitted = body(poses, torch.from_numpy(fits["shape"]), torch.from_numpy(fits["trans"]))
+        true = body(true_poses, torch.from_numpy(truth["shape"]), torch.from_numpy(truth["trans"][frames]))
+    errors = fitted.joints - true.joints  # (F, J, 3), depth camera frame
+    mpjpe = errors.norm(dim=-1).mean(-1) * 100  # (F,)
     vertex = (fitted.vertices - true.vertices).norm(dim=-1).median(-1).values * 100  # (F,)
+    true_rotations = axis_angle_to_matrix(true_poses.view(len(frames), -1, 3))  # (F, J, 3, 3)
+    body_frame = torch.einsum("fji,fkj->fki", true_rotations[:, 0], errors)  # R_rootᵀ e
+    varying = body_frame - body_frame.mean(0)
+    relative = axis_angle_to_matrix(poses.view(len(frames), -1, 3)).transpose(-1, -2) @ true_rotations
+    cosine = ((relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
     return {
         "frames": len(frames),
         "mpjpe_cm": float(mpjpe.mean()),
         "mpjpe_cm_median_frame": float(mpjpe.median()),
-        "median_vertex_cm": float(vertex.mean()),
         "frames_over_10cm": int((mpjpe > 10).sum()),
-        "reinitialised": int(fits["reinitialised"].sum()),
-        "fit_frames_per_s": summary["frames_per_second"],
-        "fit_device": summary["device"],
+        "median_vertex_cm": float(vertex.mean()),
+        "root_offset_cm": (errors[:, 0].mean(0) * 100).tolist(),
+        "root_offset_spread_cm": (errors[:, 0].std(0) * 100).tolist(),
+        "frame_varying_joint_error_cm": float(varying.norm(dim=-1).mean() * 100),
+        "joint_angle_error_rad": float(torch.arccos(cosine).mean()),
     }
 
 
@@ -347,6 +378,7 @@ def run_benchmark(protocol_name: str, out_dir: Path, pina_preset: str | None = N
             "fit_two_avatars": pina_timer.seconds,
         },
         "body_fit": body_fit_accuracy(subject_dir, data_dir),
+        "refined_poses": refined_pose_accuracy(subject_dir, data_dir),
         "pina": {
             name: read_json(path / "pina" / "train.json") | {"history": None}
             for name, path in avatars.items()

@@ -1,9 +1,10 @@
-"""The benchmark's ground-truth-poses reference: the body fit it starts from is the true one."""
+"""The benchmark's helpers: the ground-truth-poses reference and the pose-error measures."""
 
 import numpy as np
+import pytest
 
 from capture.files import load_npz, save_npz
-from rgbd2avatar.bench import use_true_bodies
+from rgbd2avatar.bench import pose_accuracy, use_true_bodies
 
 
 def test_use_true_bodies_takes_the_fitted_frames_of_the_truth(tmp_path):
@@ -35,3 +36,42 @@ def test_use_true_bodies_takes_the_fitted_frames_of_the_truth(tmp_path):
     np.testing.assert_array_equal(result["frames"], frames)
     np.testing.assert_array_equal(result["residuals"], fitted["residuals"])
     assert str(result["body_model"]) == "anny"
+
+
+@pytest.fixture
+def turning_truth(tmp_path):
+    """A capture folder whose true body turns once about the vertical, evenly over 8 frames, with a
+    bent elbow; returns (capture folder, fits of exactly the true bodies)."""
+    poses = np.zeros((8, 72), np.float32)
+    poses[:, 1] = np.arange(8) * 2 * np.pi / 8
+    poses[:, 18 * 3 + 1] = -0.6
+    trans, shape = np.zeros((8, 3), np.float32), np.full(6, 0.5, np.float32)
+    save_npz(tmp_path / "ground_truth" / "body.npz", poses=poses, trans=trans, shape=shape)
+    fits = {"body_model": np.array("anny"), "frames": np.arange(8), "poses": poses, "trans": trans}
+    return tmp_path, fits | {"shape": shape}
+
+
+def test_pose_accuracy_of_the_truth_is_zero(turning_truth):
+    capture, fits = turning_truth
+    result = pose_accuracy(fits, capture)
+    assert result["mpjpe_cm"] < 1e-4 and result["joint_angle_error_rad"] < 1e-3
+    assert result["frame_varying_joint_error_cm"] < 1e-4
+
+
+def test_pose_accuracy_splits_a_camera_frame_offset_of_a_turning_body(turning_truth):
+    """A body pushed 3 cm towards the camera in every frame: a constant root offset in the camera's
+    frame that, as the body turns once evenly, is a 3 cm error in the body's frame averaging to 0."""
+    capture, fits = turning_truth
+    result = pose_accuracy(fits | {"trans": fits["trans"] + np.float32([0.0, 0.0, -0.03])}, capture)
+    np.testing.assert_allclose(result["root_offset_cm"], [0.0, 0.0, -3.0], atol=1e-4)
+    np.testing.assert_allclose(result["root_offset_spread_cm"], 0.0, atol=1e-4)
+    assert abs(result["mpjpe_cm"] - 3.0) < 1e-4
+    assert abs(result["frame_varying_joint_error_cm"] - 3.0) < 1e-3
+    assert result["frames_over_10cm"] == 0
+
+
+def test_pose_accuracy_angle_is_the_mean_geodesic_joint_angle(turning_truth):
+    capture, fits = turning_truth
+    bent = fits["poses"].copy()
+    bent[:, 5 * 3] += 0.24  # one joint of 24 off by 0.24 rad: 0.01 rad on average
+    assert abs(pose_accuracy(fits | {"poses": bent}, capture)["joint_angle_error_rad"] - 0.01) < 1e-5
