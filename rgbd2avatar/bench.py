@@ -14,8 +14,10 @@ Protocol (two sizes, :data:`PROTOCOLS`):
 Methods in the table are the stages that exist. The naked-body baseline is always there: the
 body model without clothing, as fitted by ``fit-body`` to the capture (``naked_body_fitted``, on
 the fitted frames nearest the evaluation frames) and, as a reference, posed with the
-ground-truth pose and shape (``naked_body_gt``). The table also reports the body fit's own
-accuracy against the ground-truth body (MPJPE and median per-vertex distance, cm).
+ground-truth pose and shape (``naked_body_gt``). A second reference, ``pina_gt_poses``, is PINA
+fitted from the ground-truth poses and shape: the gap between it and ``pina`` is the error the
+body fit's poses bring. The table also reports the poses' own accuracy against the ground truth,
+of the body fit and of PINA's refinement (:func:`pose_accuracy`).
 """
 
 from __future__ import annotations
@@ -140,12 +142,11 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     """Bodies posed by ``fits`` (body_model, frames, poses (F, 72), trans (F, 3), shape) against the
     ground-truth bodies of the same frames.
 
-    Returns (cm, radians): MPJPE (mean, median frame, frames over 10 cm), the median per-vertex
-    distance; the root joint's error in the depth
-    camera's frame, its mean over frames (a constant offset, e.g. a body pushed towards the camera
-    by loose clothing) and spread; the part of the joint errors that changes from frame to frame
-    (the errors in the true root's frame minus their mean over frames); and the mean geodesic
-    angle between fitted and true joint rotations.
+    Returns (cm, radians): MPJPE (mean, median frame, frames over 10 cm); the median per-vertex
+    distance; the mean over frames (a constant offset, e.g. a body pushed towards the camera by
+    loose clothing) and the spread of the root joint's error in the depth camera's frame; the part
+    of the joint errors that changes from frame to frame (the errors in the true root's frame
+    minus their mean over frames); the mean geodesic angle between fitted and true joint rotations.
     """
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.body.lbs import axis_angle_to_matrix
@@ -375,7 +376,7 @@ def run_benchmark(protocol_name: str, out_dir: Path, pina_preset: str | None = N
         "synth": synth,
         "pipeline_seconds": {
             "import_preprocess_fit_body": timer.seconds,
-            "fit_two_avatars": pina_timer.seconds,
+            "fit_avatars": pina_timer.seconds,
         },
         "body_fit": body_fit_accuracy(subject_dir, data_dir),
         "refined_poses": refined_pose_accuracy(subject_dir, data_dir),
