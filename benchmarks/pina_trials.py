@@ -1,0 +1,284 @@
+"""Trials behind the README's "Where the error comes from": PINA on the ``small`` protocol with one
+thing changed at a time, scored on the training frames and by its refined poses.
+
+    rgbd2avatar bench                                     # once: the capture and the body fit
+    python -m benchmarks.pina_trials TRIAL [TRIAL ...]   # or: all
+
+Each trial copies ``bench_out/small/subject`` (without its avatar) to ``bench_out/trials/TRIAL``,
+applies its change, fits PINA (``--preset``, default ``fast``) and prints and stores
+(``benchmarks/results/pina_trials.json``) the reconstruction metrics
+(:func:`rgbd2avatar.bench.reconstruction_table`), the refined poses' accuracy
+(:func:`rgbd2avatar.bench.pose_accuracy`) and the mean change of translation the fit made. The
+trainer variants here are experiments, not options of the tool: they subclass
+:class:`~fitting.pina.trainer.PinaTrainer` and stand in for it while a trial runs. Trials whose
+name says ``true`` or ``shift`` use the ground truth and are diagnostics only.
+
+One trial takes about 2 minutes on a 2-core CPU with ``fast``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from capture.files import load_npz, read_json, save_npz, write_json
+from fitting.pina.trainer import PinaTrainer
+
+BENCH = Path("bench_out")
+RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
+CLOTHING = 0.02
+"""Metres of the ``clothing_layer`` trial's fixed clothing thickness."""
+
+
+def temporal_basis(frames: int, terms: int) -> torch.Tensor:
+    """(frames, terms) orthonormal DCT-II basis over the frame order: smooth corrections."""
+    index = torch.arange(frames, dtype=torch.float32)[:, None] + 0.5
+    order = torch.arange(terms, dtype=torch.float32)[None]
+    basis = torch.cos(math.pi * index * order / frames) * math.sqrt(2 / frames)
+    basis[:, 0] = 1 / math.sqrt(frames)
+    return basis
+
+
+def basis_trainer(terms: int, lr: float) -> type[PinaTrainer]:
+    """Pose and translation corrections as ``basis @ coefficients``: every step moves every frame."""
+
+    class BasisTrainer(PinaTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            device = self.data.poses.device
+            self.basis = temporal_basis(self.data.num_frames, min(terms, self.data.num_frames)).to(device)
+            self.pose_coefficients = torch.zeros(self.basis.shape[1], 72, device=device, requires_grad=True)
+            self.trans_coefficients = torch.zeros(self.basis.shape[1], 3, device=device, requires_grad=True)
+            self.optimiser = torch.optim.Adam(
+                [
+                    {"params": list(self.avatar.parameters()), "lr": self.config.lr},
+                    {"params": [self.pose_coefficients, self.trans_coefficients], "lr": lr},
+                ]
+            )
+
+        def poses(self) -> tuple[torch.Tensor, torch.Tensor]:
+            return (
+                self.data.poses + self.basis @ self.pose_coefficients,
+                self.data.trans + self.basis @ self.trans_coefficients,
+            )
+
+    return BasisTrainer
+
+
+def offset_trainer(lr: float) -> type[PinaTrainer]:
+    """One translation (3,) shared by all frames, added to the per-frame ones."""
+
+    class OffsetTrainer(PinaTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.offset = torch.zeros(3, device=self.data.poses.device, requires_grad=True)
+            self.optimiser.add_param_group({"params": [self.offset], "lr": lr})
+
+        def poses(self) -> tuple[torch.Tensor, torch.Tensor]:
+            poses, trans = super().poses()
+            return poses, trans + self.offset
+
+    return OffsetTrainer
+
+
+def warmup_trainer(frozen: float, lr: float) -> type[PinaTrainer]:
+    """Poses held for the first ``frozen`` fraction of the joint stage, then refined at ``lr``."""
+
+    class WarmupTrainer(PinaTrainer):
+        def _set_learning_rate(self, pretraining: bool) -> None:
+            super()._set_learning_rate(pretraining)
+            progress = (self.step - self.config.pretrain_steps) / self.config.joint_steps
+            self.optimiser.param_groups[1]["lr"] = 0.0 if progress < frozen else lr
+
+    return WarmupTrainer
+
+
+class LazyTrainer(PinaTrainer):
+    """Only the frames drawn in a step move (dense Adam keeps moving the others on momentum)."""
+
+    def train_step(self) -> dict[str, float]:
+        dense_step = self.optimiser.step
+
+        def lazy_step() -> None:
+            gradient = self.pose_delta.grad
+            held = gradient.abs().sum(1) == 0 if gradient is not None else None
+            before = self.pose_delta.detach().clone(), self.trans_delta.detach().clone()
+            dense_step()
+            if held is not None:
+                with torch.no_grad():
+                    self.pose_delta[held], self.trans_delta[held] = before[0][held], before[1][held]
+
+        self.optimiser.step = lazy_step
+        try:
+            return super().train_step()
+        finally:
+            del self.optimiser.step
+
+
+@contextlib.contextmanager
+def trainer(variant: type[PinaTrainer]) -> Iterator[None]:
+    """Fit PINA with ``variant`` in place of :class:`PinaTrainer`."""
+    with mock.patch("rgbd2avatar.pina_stage.PinaTrainer", variant):
+        yield
+
+
+@contextlib.contextmanager
+def no_pose_condition() -> Iterator[None]:
+    """The SDF conditioned on a zero pose: one shape for every frame."""
+    zero = lambda pose: torch.zeros_like(pose[..., 3:])  # noqa: E731
+    modules = ("rgbd2avatar.avatar.meshes", "rgbd2avatar.avatar.avatar", "fitting.pina.trainer")
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            stack.enter_context(mock.patch(f"{module}.pose_features", zero))
+        yield
+
+
+@contextlib.contextmanager
+def clothing_layer() -> Iterator[None]:
+    """``fit-body``'s ICP and DensePose residuals expect the observed point :data:`CLOTHING` outside
+    the body along its outward normal."""
+    from fitting import body_fit as fit
+
+    def icp_cost(targets, posed, matches, scale):
+        vertices = fit.gather_rows(posed.vertices, matches.index)
+        distance = ((targets.points - vertices) * matches.normal).sum(-1) - CLOTHING
+        return fit.masked_mean(fit.geman_mcclure(distance * distance, scale), matches.ok)
+
+    def densepose_cost(targets, posed, scale):
+        corners = fit.gather_rows(posed.vertices, targets.dp_corners)  # (F, M, 3, 3)
+        surface = (corners * targets.dp_barycentrics[..., None]).sum(-2)
+        normal = torch.cross(
+            corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :], dim=-1
+        )
+        surface = surface + CLOTHING * normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        squared = ((surface - targets.dp_points) ** 2).sum(-1)
+        return fit.masked_mean(fit.geman_mcclure(squared, scale), targets.dp_valid)
+
+    with (
+        mock.patch.object(fit, "icp_cost", icp_cost),
+        mock.patch.object(fit, "densepose_cost", densepose_cost),
+    ):
+        yield
+
+
+def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
+    """Edit: the workspace's fits replaced by the true poses and translations (and shape)."""
+
+    def edit(subject: Path, capture: Path) -> None:
+        from rgbd2avatar.bench import use_true_bodies
+
+        path = subject / "body_fit" / "fits.npz"
+        fitted_shape = load_npz(path)["shape"]
+        use_true_bodies(subject, capture)
+        if keep_shape:
+            save_npz(path, **(load_npz(path) | {"shape": fitted_shape}))
+
+    return edit
+
+
+def shift_back(subject: Path, capture: Path) -> None:
+    """Edit: the fits moved by minus their mean root offset in the camera frame (uses the truth)."""
+    from rgbd2avatar.bench import pose_accuracy
+
+    fits = load_npz(subject / "body_fit" / "fits.npz")
+    offset = np.asarray(pose_accuracy(fits, capture)["root_offset_cm"], np.float32) / 100
+    save_npz(subject / "body_fit" / "fits.npz", **(fits | {"trans": fits["trans"] - offset}))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One change: config overrides, loss weights, an edit of the copied fits, a context to fit in,
+    and whether ``fit-body`` runs again (inside the context) instead of being copied."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    edit: Callable[[Path, Path], None] | None = None
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    refit_body: bool = False
+
+
+SPARSE = {"frames_per_step": 8, "points_per_frame": 96, "off_points_per_frame": 24}
+TRIALS: dict[str, Trial] = {
+    "baseline": Trial(),
+    "true_poses": Trial(edit=true_bodies(keep_shape=False)),
+    "true_poses_fitted_shape": Trial(edit=true_bodies(keep_shape=True)),
+    "depth_shift": Trial(edit=shift_back),
+    "pose_lr_2e-3": Trial(config=SPARSE | {"pose_lr": 2e-3}),
+    "pose_lr_5e-3": Trial(config=SPARSE | {"pose_lr": 5e-3}),
+    "temporal_basis": Trial(context=lambda: trainer(basis_trainer(16, 1e-3))),
+    "temporal_basis_no_off": Trial(weights={"off": 0.0}, context=lambda: trainer(basis_trainer(16, 1e-3))),
+    "shared_offset": Trial(context=lambda: trainer(offset_trainer(1e-3))),
+    "no_pose_condition": Trial(context=no_pose_condition),
+    "pose_warmup": Trial(context=lambda: trainer(warmup_trainer(0.5, 2e-3))),
+    "lazy_poses": Trial(context=lambda: trainer(LazyTrainer)),
+    "lazy_poses_5e-3": Trial(config={"pose_lr": 5e-3}, context=lambda: trainer(LazyTrainer)),
+    "clothing_layer": Trial(context=clothing_layer, refit_body=True),
+}
+
+
+def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
+    """Fit and score one trial; returns its row."""
+    from fitting.pina.config import preset
+    from rgbd2avatar.bench import PROTOCOLS, prepare_subject, reconstruction_table, refined_pose_accuracy
+    from rgbd2avatar.stages import pina_stage
+
+    trial, source = TRIALS[name], BENCH / "small" / "subject"
+    capture = BENCH / "small" / "capture"
+    if not (source / "body_fit" / "fits.npz").exists():
+        raise SystemExit(f"{source} has no body fit; run `rgbd2avatar bench` first.")
+    subject = out / name
+    shutil.rmtree(subject, ignore_errors=True)
+    config = preset(preset_name, **trial.config)
+    config = replace(config, weights=replace(config.weights, **trial.weights))
+    with trial.context():
+        if trial.refit_body:
+            prepare_subject(capture, subject)
+        else:
+            shutil.copytree(source, subject, ignore=shutil.ignore_patterns("recording", "pina"))
+        if trial.edit is not None:
+            trial.edit(subject, capture)
+        pina_stage(subject, config, "cpu", force=True)
+    protocol = replace(PROTOCOLS["small"], pina_preset=preset_name)
+    row = reconstruction_table(protocol, capture, subject, {"pina": subject})["pina"]
+    refined = load_npz(subject / "pina" / "poses.npz")
+    return {
+        "preset": preset_name,
+        "reconstruction": {key: value for key, value in row.items() if key != "evaluated_frames"},
+        "refined_poses": refined_pose_accuracy(subject, capture),
+        "trans_change_mm": ((refined["trans"] - refined["initial_trans"]).mean(0) * 1000).tolist(),
+        "train_seconds": read_json(subject / "pina" / "train.json")["optimisation_seconds"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pina_trials", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("trials", nargs="+", help="trial names, or all: " + " ".join(TRIALS))
+    parser.add_argument("--preset", default="fast", help="PINA preset (default: fast)")
+    parser.add_argument("--out", type=Path, default=BENCH / "trials", help="folder for the trial workspaces")
+    args = parser.parse_args(argv)
+    names = list(TRIALS) if args.trials == ["all"] else args.trials
+    unknown = [name for name in names if name not in TRIALS]
+    if unknown:
+        parser.error(f"unknown trials: {' '.join(unknown)}")
+    results = read_json(RESULTS) if RESULTS.exists() else {}
+    for name in names:
+        results[name] = run_trial(name, args.preset, args.out)
+        reconstruction = results[name]["reconstruction"]
+        print(name, " ".join(f"{key}={value:.4g}" for key, value in reconstruction.items()), flush=True)
+        write_json(RESULTS, results)
+
+
+if __name__ == "__main__":
+    main()
