@@ -73,6 +73,18 @@ window. The frame then keeps whichever of its two fits explains its observations
 re-initialisation can fail too, e.g. in a profile view); such frames are reported in
 :attr:`BodyFit.reinitialised`, and the next window continues from the last frame not flagged.
 
+Loose clothing: every term above pulls the naked body onto the clothed surface, which from a
+single view puts the torso a few centimetres too close to the camera in every frame (the
+articulation bends to keep the bare hands, feet and head where they are seen). Once all frames
+are fitted, :mod:`fitting.depth_offset` estimates that offset s from the disagreement between
+views of the turning subject, and the sequence is fitted again (shape fixed) against a clothing
+layer: the torso's vertices, fading out over the limbs by their skinning weights, are moved s
+towards the camera along the viewing ray in every data term (:func:`torso_layer`), so the torso
+settles behind the surface it is matched to. The offset of the refitted bodies is added to the
+layer and the sequence fitted again, up to :attr:`FitOptions.depth_refits` times, until the
+views agree (:attr:`FitOptions.correct_depth`; the estimates are kept in
+:attr:`BodyFit.depth_offsets`).
+
 Shapes: F frames, N observed points, P points used by ICP, M DensePose correspondences, K
 keypoints, V vertices, J = 24 joints, S shape parameters, Y yaw candidates.
 """
@@ -89,6 +101,7 @@ import torch
 
 from capture.sequence import Calibration
 from fitting import camera, priors
+from fitting.depth_offset import TORSO_BONES, DepthOffset, estimate_depth_offset
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
@@ -112,6 +125,8 @@ ADAM_BETAS = (0.8, 0.95)
 of articulated fitting (a hip and a knee trading off) faster."""
 FAR = 1e4
 """Metres: where the correspondence search puts the body vertices it must not match."""
+MIN_CLOTHING = 0.003
+"""Metres: smaller depth offsets are left alone (no refit)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,11 @@ class FitOptions:
             median is re-initialised.
         outlier_floor: the robust standard deviation is at least this fraction of the median.
         chunk_elements: largest distance matrix of one correspondence-search chunk.
+        correct_depth: after fitting, estimate the clothing's depth offset from multi-view
+            consistency (:mod:`fitting.depth_offset`) and fit again with a torso clothing layer
+            that thick (:func:`refit_with_clothing`).
+        depth_refits: most refits of :attr:`correct_depth`, each adding the remaining offset to
+            the layer.
         device: where to fit; None = where the observations are.
     """
 
@@ -209,6 +229,8 @@ class FitOptions:
     outlier_mads: float = 4.0
     outlier_floor: float = 0.75
     chunk_elements: int = 1 << 24
+    correct_depth: bool = True
+    depth_refits: int = 2
     device: str | None = None
 
 
@@ -239,6 +261,9 @@ class BodyFit:
         terms: per data term ("keypoints", "densepose", "icp"), (F,) weighted energy.
         reinitialised: (F,) bool, frames whose first fit was far worse than the rest and were
             re-initialised from their own observations.
+        clothing: metres of the torso clothing layer the fit used (:func:`torso_layer`).
+        depth_offsets: the depth-offset estimate after each pass (the last: what remains), with
+            its evidence; empty when :attr:`FitOptions.correct_depth` is off.
     """
 
     frames: torch.Tensor
@@ -248,6 +273,8 @@ class BodyFit:
     residuals: torch.Tensor
     terms: dict[str, torch.Tensor]
     reinitialised: torch.Tensor
+    clothing: float = 0.0
+    depth_offsets: list[DepthOffset] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -472,7 +499,9 @@ class Context:
         color_from_depth: (4, 4) ``calibration.depth_to_color`` on the device.
         surface: the body vertices ICP matches against.
         limits: (J, 3) lower and upper joint limits; bounds: shape bounds or None;
-        prior_scales: (69,) per-component scales of the pose prior.
+        prior_scales: (69,) per-component scales of the pose prior;
+        clothing: (V,) metres the observed surface stands in front of each body vertex along
+            the viewing ray (a clothing layer; :func:`torso_layer`), or None.
     """
 
     body: BodyModel
@@ -486,12 +515,26 @@ class Context:
     limits: tuple[torch.Tensor, torch.Tensor]
     bounds: tuple[float, float] | None
     prior_scales: torch.Tensor
+    clothing: torch.Tensor | None = None
+
+
+def torso_layer(body: BodyModel, thickness: float) -> torch.Tensor:
+    """(V,) a layer ``thickness`` thick over the torso, fading out over the limbs and head as the
+    vertices' skinning weights leave the torso bones (:data:`fitting.depth_offset.TORSO_BONES`)."""
+    torso = [JOINT_INDEX[name] for name in TORSO_BONES]
+    return thickness * body.weights[:, torso].sum(1)
 
 
 def make_context(
-    body: BodyModel, obs: FitObservations, weights: FitWeights, options: FitOptions, device: torch.device
+    body: BodyModel,
+    obs: FitObservations,
+    weights: FitWeights,
+    options: FitOptions,
+    device: torch.device,
+    clothing: float = 0.0,
 ) -> Context:
-    """The :class:`Context` of fitting ``obs`` with ``body`` (already on ``device``)."""
+    """The :class:`Context` of fitting ``obs`` with ``body`` (already on ``device``), with a torso
+    clothing layer of ``clothing`` metres (none at 0)."""
     use_keypoints = (
         obs.keypoints is not None
         and obs.keypoint_names is not None
@@ -510,6 +553,7 @@ def make_context(
         limits=priors.joint_limits(device=device),
         bounds=priors.shape_bounds(body),
         prior_scales=priors.pose_prior_scales(device=device),
+        clothing=torso_layer(body, clothing) if clothing else None,
     )
 
 
@@ -581,7 +625,8 @@ def place(
 
 
 def pose_bodies(ctx: Context, rot: torch.Tensor, state: BodyState, local: BodyOutput | None = None) -> Posed:
-    """Pose the bodies of ``state`` with root rotation ``rot`` (F, 3, 3).
+    """Pose the bodies of ``state`` with root rotation ``rot`` (F, 3, 3); the vertices are those of
+    the observed surface: with :attr:`Context.clothing`, moved that far towards the camera.
 
     ``local`` (the :func:`local_bodies` of the state) is reused when given (stage 1)."""
     if local is None:
@@ -590,6 +635,9 @@ def pose_bodies(ctx: Context, rot: torch.Tensor, state: BodyState, local: BodyOu
     vertices = place(local.vertices, pelvis, rot, state.position)
     joints = place(local.joints, pelvis, rot, state.position)
     keypoints = ctx.keypoints.points(joints, vertices) if ctx.keypoints is not None else None
+    if ctx.clothing is not None:
+        rays = torch.nn.functional.normalize(state.position, dim=-1)
+        vertices = vertices - ctx.clothing[:, None] * rays[:, None]
     return Posed(vertices, joints, keypoints)
 
 
@@ -1135,6 +1183,7 @@ def fit_body(
     options: FitOptions = FitOptions(),
     progress: Callable[[int, int], None] | None = None,
     start: BodyStart | None = None,
+    clothing: float = 0.0,
 ) -> BodyFit:
     """Fit the body model to every frame of ``obs`` (see the module docstring for the method).
 
@@ -1143,15 +1192,18 @@ def fit_body(
         obs: observations of F frames (any device; windows are moved to the fitting device one
             at a time, so a long sequence may stay on the CPU).
         weights, options: see :class:`FitWeights`, :class:`FitOptions`.
-        progress: called with (frames done, F) after each window.
+        progress: called with (frames done, F) after each window (again from 0 for the refit
+            of :attr:`FitOptions.correct_depth`).
         start: a known starting body for the first frame, instead of initialising it from its
             observations.
+        clothing: metres the observed torso surface stands in front of the body along the
+            viewing rays (see :func:`torso_layer`), when known.
     Returns:
         :class:`BodyFit`, on the CPU.
     """
     device = torch.empty(0, device=options.device or obs.points.device).device
     body = body_on(body, device)
-    ctx = make_context(body, obs, weights, options, device)
+    ctx = make_context(body, obs, weights, options, device, clothing)
     total = obs.num_frames
     tracker = None
     for begin in range(0, total, options.batch_size):
@@ -1165,7 +1217,47 @@ def fit_body(
         tracker = advance(tracker, state, terms, flags)
         if progress is not None:
             progress(tracker.fitted, total)
-    return collect(tracker, obs.frames, body)
+    fit = collect(tracker, obs.frames, body)
+    if not options.correct_depth:
+        return fit
+    return refit_with_clothing(body, obs, weights, options, progress, fit, clothing)
+
+
+def refit_with_clothing(
+    body: BodyModel,
+    obs: FitObservations,
+    weights: FitWeights,
+    options: FitOptions,
+    progress: Callable[[int, int], None] | None,
+    fit: BodyFit,
+    clothing: float,
+) -> BodyFit:
+    """Fit again with a torso clothing layer until the views agree (see the module docstring).
+
+    The depth offset s of the fits (:func:`fitting.depth_offset.estimate_depth_offset`) is added
+    to the layer and the sequence fitted again (shape fixed, the first pass's first body as the
+    start), until |s| < :data:`MIN_CLOTHING` or after :attr:`FitOptions.depth_refits` refits. The
+    layer moves only the torso back: the bare hands, feet and head, which the first pass fitted
+    where they are, stay there (a rigid shift of the whole body would move them too)."""
+    stages = options.iterations
+    refit_options = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
+    start = BodyStart(fit.poses[0], fit.trans[0], fit.shape)
+    estimates = [depth_offset_of(body, obs, fit)]
+    while abs(estimates[-1].offset) >= MIN_CLOTHING and len(estimates) <= options.depth_refits:
+        clothing += estimates[-1].offset
+        logger.info("fitting again with a %.1f mm torso clothing layer", clothing * 1e3)
+        fit = fit_body(body, obs, weights, refit_options, progress, start, clothing)
+        estimates.append(depth_offset_of(body, obs, fit))
+    return replace(fit, clothing=clothing, depth_offsets=estimates)
+
+
+def depth_offset_of(body: BodyModel, obs: FitObservations, fit: BodyFit) -> DepthOffset:
+    """:func:`fitting.depth_offset.estimate_depth_offset` of a fit, on the body model's device."""
+    device = body.v_template.device
+    poses, shape, trans = (value.to(device) for value in (fit.poses, fit.shape, fit.trans))
+    found = estimate_depth_offset(body, poses, shape, trans, obs.points, obs.normals, obs.valid)
+    logger.info("clothing depth offset %.1f mm from %d view pairs", found.offset * 1e3, found.pairs)
+    return found
 
 
 def new_tracker(first: BodyState) -> Tracker:

@@ -4,8 +4,10 @@
 
     fits.npz              body_model, shape_names, frames (F,), shape (S,), poses (F, 72),
                           trans (F, 3) in the depth camera's frame, residuals (F,),
-                          terms_<name> (F,) per data term, reinitialised (F,)
-    fit.json              the options, weights and a summary (frames, seconds, frames/s)
+                          terms_<name> (F,) per data term, reinitialised (F,),
+                          clothing () metres of the torso clothing layer the fit used
+    fit.json              the options, weights and a summary (frames, seconds, frames/s, the
+                          clothing layer and the depth-offset estimate of every pass)
     overlays/000123.png   the fitted body drawn over the colour frame, for a few frames
 
 Shapes: F frames, V vertices, S shape parameters.
@@ -23,6 +25,7 @@ from capture.calibration import world_from_color
 from capture.files import load_npz, save_npz, write_image, write_json
 from capture.sequence import SequenceReader
 from fitting.body_fit import BodyFit, FitOptions, FitWeights, fit_body
+from fitting.depth_offset import DepthOffset
 from fitting.load import load_observations
 from rgbd2avatar.body import BodyModel
 from rgbd2avatar.logs import Timer
@@ -45,6 +48,7 @@ def save_fits(path: Path, body: BodyModel, fit: BodyFit) -> None:
         trans=fit.trans.numpy(),
         residuals=fit.residuals.numpy(),
         reinitialised=fit.reinitialised.numpy(),
+        clothing=np.array(fit.clothing),
         **{f"terms_{name}": values.numpy() for name, values in fit.terms.items()},
     )
 
@@ -87,6 +91,16 @@ def write_overlays(out_dir: Path, recording: Path, body: BodyModel, fit: BodyFit
     return paths
 
 
+def depth_offset_summary(found: DepthOffset) -> dict:
+    """A depth-offset estimate for ``fit.json`` (metres)."""
+    return {
+        "metres": found.offset,
+        "view_pairs": found.pairs,
+        "candidates": found.candidates.tolist(),
+        "disagreement": found.scores.tolist(),
+    }
+
+
 def run_body_fit(
     workspace_root: Path,
     body: BodyModel,
@@ -117,6 +131,8 @@ def run_body_fit(
             "fit_seconds": timer.seconds,
             "frames_per_second": len(fit.frames) / timer.seconds,
             "device": str(options.device),
+            "clothing_layer_m": fit.clothing,
+            "depth_offsets": [depth_offset_summary(found) for found in fit.depth_offsets],
             "weights": asdict(weights),
             "options": asdict(options),
         },

@@ -375,6 +375,14 @@ def fit_body_command(
     gender: GenderOption = "neutral",
     device: DeviceOption = "auto",
     force: ForceOption = False,
+    depth_correction: Annotated[
+        bool,
+        typer.Option(
+            "--depth-correction/--no-depth-correction",
+            help="Estimate how far loose clothing pulled the torso towards the camera (from the views of "
+            "a turning subject) and fit again behind a clothing layer that thick.",
+        ),
+    ] = True,
 ) -> None:
     """Fit the body model to every preprocessed frame: one shape, per-frame pose and translation."""
     from capture.files import read_json
@@ -394,11 +402,16 @@ def fit_body_command(
             raise UserError(f"{option} {path} does not exist; check the path.")
     with Timer() as timer:
         workspace = fit_body_stage(
-            subject, body_model, model_dir, gender, keypoints, densepose, densepose_uv, chosen, device, force
-        )
+            subject, body_model, model_dir, gender, keypoints, densepose, densepose_uv, chosen, device, force,
+            depth_correction,
+        )  # fmt: skip
     summary = read_json(workspace.root / "body_fit" / "fit.json")
     overlays = workspace.root / "body_fit" / "overlays"
-    details = (f"{summary['reinitialised']} re-initialised", f"overlays in {overlays}")
+    details = (
+        f"{summary['reinitialised']} re-initialised",
+        f"torso clothing layer {100 * summary['clothing_layer_m']:.1f} cm",
+        f"overlays in {overlays}",
+    )
     stage_summary("fit-body", f"{summary['frames']} frames", timer.seconds, *details)
 
 
@@ -560,9 +573,7 @@ def bench(
     for part in ("reconstruction", "animation"):
         for method, row in table[part].items():
             typer.echo(f"{part:15s} {method:20s} {_numbers(row)}")
-    stage_summary(
-        "bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'{name}.json'}"
-    )
+    stage_summary("bench", f"protocol {protocol!r}", timer.seconds, f"table in {out / f'{name}.json'}")
 
 
 def _numbers(row: dict) -> str:

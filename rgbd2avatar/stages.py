@@ -107,8 +107,10 @@ def fit_body_stage(
     terms: tuple[str, ...] = DATA_TERMS,
     device: str = "auto",
     force: bool = False,
+    correct_depth: bool = True,
 ) -> Workspace:
-    """Per-frame body pose and one shape from ``subject/preprocess`` (+ keypoints, DensePose)."""
+    """Per-frame body pose and one shape from ``subject/preprocess`` (+ keypoints, DensePose);
+    ``correct_depth``: :attr:`fitting.body_fit.FitOptions.correct_depth`."""
     from dataclasses import asdict, replace
 
     from fitting.body_fit import FitOptions, FitWeights
@@ -118,14 +120,15 @@ def fit_body_stage(
 
     workspace = Workspace(subject)
     weights = replace(FitWeights(), **{term: 0.0 for term in DATA_TERMS if term not in terms})
-    options = FitOptions(device=str(resolve_device(device)))
+    options = FitOptions(correct_depth=correct_depth, device=str(resolve_device(device)))
     detectors = (("keypoints", keypoints), ("densepose", densepose), ("densepose_uv", densepose_uv))
     extra = [path.absolute() for _, path in detectors if path is not None]
     inputs = [workspace.root / "preprocess", workspace.root / "recording", *extra]
     params = {
         "body_model": body_model, "gender": gender, "model_dir": str(model_dir) if model_dir else None,
         "weights": asdict(weights), "options": {**asdict(options), "device": None},
-        "terms": list(terms), **{name: str(path.absolute()) if path else None for name, path in detectors},
+        "terms": list(terms), "correct_depth": correct_depth,
+        **{name: str(path.absolute()) if path else None for name, path in detectors},
     }  # fmt: skip
 
     def work() -> None:
@@ -147,7 +150,7 @@ def earlier_stages(subject: Path, device: str = "auto", **fit_body_options: Any)
     """Bring ``preprocess`` and ``fit-body`` up to date, re-using the parameters they last ran with.
 
     ``fit_body_options`` (keypoints, densepose, densepose_uv, terms, body_model, model_dir,
-    gender) replace the recorded ones where given (not None).
+    gender, correct_depth) replace the recorded ones where given (not None).
     """
     workspace = Workspace(subject)
     if not (workspace.root / "recording").is_dir():
@@ -165,12 +168,13 @@ def earlier_stages(subject: Path, device: str = "auto", **fit_body_options: Any)
         gender=merged.get("gender") or "neutral",
         terms=tuple(merged.get("terms") or DATA_TERMS),
         device=device,
+        correct_depth=merged.get("correct_depth", True) is not False,
         **paths,
     )
 
 
 _DETECTOR_KEYS = ("keypoints", "densepose", "densepose_uv")
-FIT_BODY_OPTIONS = (*_DETECTOR_KEYS, "terms", "body_model", "model_dir", "gender")
+FIT_BODY_OPTIONS = (*_DETECTOR_KEYS, "terms", "body_model", "model_dir", "gender", "correct_depth")
 """Options of ``fit-body`` that ``fit`` passes through or takes from the manifest."""
 
 

@@ -13,7 +13,7 @@ import torch
 from capture import calibration as npcam
 from capture.calibration import azure_kinect_preset
 from fitting import camera, priors
-from fitting.body_fit import BodyStart, FitOptions, fit_body, torso_rotation
+from fitting.body_fit import BodyStart, FitOptions, fit_body, torso_layer, torso_rotation
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
@@ -114,9 +114,9 @@ def test_smoothness_is_zero_for_constant_motion_and_positive_for_a_jerk():
 # Synthetic recovery
 
 
-def world_poses(frames: int, yaw: float = 0.3) -> torch.Tensor:
-    """(F, 72) a standing pose (y up, turned by ``yaw`` from facing +z) that moves a little from
-    frame to frame."""
+def world_poses(frames: int, yaw: float = 0.3, turn: float = 0.03) -> torch.Tensor:
+    """(F, 72) a standing pose (y up, turned by ``yaw`` from facing +z, turning ``turn`` rad a
+    frame) that moves a little from frame to frame."""
     pose = torch.zeros(frames, NUM_JOINTS, 3)
     t = torch.arange(frames, dtype=torch.float32)
     pose[:, JOINT_INDEX["left_shoulder"], 2] = -0.9 + 0.04 * t
@@ -128,18 +128,18 @@ def world_poses(frames: int, yaw: float = 0.3) -> torch.Tensor:
     pose[:, JOINT_INDEX["right_hip"], 2] = -0.15
     pose[:, JOINT_INDEX["spine2"], 1] = 0.15
     pose[:, JOINT_INDEX["neck"], 0] = 0.1
-    pose[:, 0, 1] = yaw + 0.03 * t  # turning slowly
+    pose[:, 0, 1] = yaw + turn * t
     return pose.reshape(frames, 72)
 
 
-def camera_frame_bodies(body, frames: int, yaw: float = 0.3):
+def camera_frame_bodies(body, frames: int, yaw: float = 0.3, turn: float = 0.03):
     """Ground truth in the depth camera's frame (x right, y down, z forward), 2.5 m away."""
     shape = torch.tensor([0.3, 0.6, 0.55, 0.4, 0.55, 0.45])
     flip = lbs.axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0]))
     trans = torch.tensor([0.05, 0.0, 0.0]) + torch.zeros(frames, 3)
     trans[:, 0] += 0.01 * torch.arange(frames)
     pose, trans = body.move_params(
-        world_poses(frames, yaw), trans, flip, torch.tensor([0.0, 0.2, 2.5]), shape
+        world_poses(frames, yaw, turn), trans, flip, torch.tensor([0.0, 0.2, 2.5]), shape
     )
     return pose, trans, shape
 
@@ -154,15 +154,18 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     )
 
 
-def synthetic_observations(body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200):
+def synthetic_observations(
+    body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200, shirt: float = 0.0
+):
     """FitObservations sampled from the posed body: front-facing vertices with their normals,
     COCO-17 keypoints projected into the colour camera (+1 px noise), DensePose correspondences
-    of sampled vertices (one of the vertex's triangles, one-hot barycentrics)."""
+    of sampled vertices (one of the vertex's triangles, one-hot barycentrics). A ``shirt`` (m)
+    moves the torso's vertices out along their normals (by their torso skinning weight)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = body(pose, shape, trans)
-    verts, joints = out.vertices, out.joints
-    normals = vertex_normals(verts, body.faces)
+    joints, normals = out.joints, vertex_normals(out.vertices, body.faces)
+    verts = out.vertices + normals * torso_layer(body, shirt)[:, None]
     front = (normals * verts).sum(-1) < 0
     score = torch.rand(front.shape, generator=gen) + front.float()  # front-facing first, shuffled
     index = score.topk(points, dim=1).indices
@@ -293,3 +296,23 @@ def test_a_garbage_frame_is_reinitialised_without_dragging_its_neighbours(body):
     assert fit.reinitialised.tolist() == [i == bad for i in range(6)]
     errors = mpjpe(body, fit, pose, trans, shape)
     assert errors[[0, 1, 2, 4, 5]].max() < 0.02, errors
+
+
+def test_a_loose_shirt_on_a_turning_subject_is_fitted_behind_its_surface(body):
+    pose, trans, shape = camera_frame_bodies(body, 16, turn=math.pi / 16)
+    obs = synthetic_observations(body, pose, trans, shape, seed=6, shirt=0.03)
+    start = BodyStart(pose[0], trans[0], shape)
+    fixed_shape = replace(FAST, iterations=(10, 40, 0))  # a body that cannot thicken into the shirt
+    plain = fit_body(body, obs, options=replace(fixed_shape, correct_depth=False), start=start)
+    fit = fit_body(body, obs, options=fixed_shape, start=start)
+    with torch.no_grad():
+        truth = body(pose, shape, trans).joints
+        rays = torch.nn.functional.normalize(truth[:, 0], dim=-1)
+        depth = {
+            name: ((body(f.poses, f.shape, f.trans).joints - truth)[:, 0] * rays).sum(-1).mean()
+            for name, f in (("plain", plain), ("corrected", fit))
+        }
+    assert not plain.depth_offsets and depth["plain"] < -0.01  # pulled towards the camera
+    assert fit.clothing > 0.02 and abs(depth["corrected"]) < 0.2 * abs(depth["plain"])
+    assert abs(fit.depth_offsets[-1].offset) < abs(fit.depth_offsets[0].offset) / 4  # the views agree
+    assert mpjpe(body, fit, pose, trans, shape).mean() < 0.7 * mpjpe(body, plain, pose, trans, shape).mean()

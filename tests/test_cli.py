@@ -73,6 +73,14 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     weights = train["config"]["weights"]
     assert (weights["normal"], weights["off"], weights["sdf"]) == (0.5, 0.0, 1.0)
     assert "--weight 'shape=1'" in one_error_line(runner.invoke(app, [*fit, "--weight", "shape=1"]))
+    plain = runner.invoke(app, ["fit-body", subject, "--no-depth-correction"], env={"COLUMNS": "200"})
+    assert plain.exit_code == 0 and "torso clothing layer 0.0 cm" in plain.output, plain.output
+    assert (
+        json.loads((tmp_path / "out" / "subject" / "body_fit" / "fit.json").read_text())["depth_offsets"]
+        == []
+    )
+    kept = runner.invoke(app, fit, env={"COLUMNS": "200"})  # fit keeps fit-body's last settings
+    assert kept.exit_code == 0 and "body_fit is up to date" in kept.output, kept.output
 
 
 def test_import_does_not_load_torch():
