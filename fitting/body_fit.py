@@ -78,12 +78,12 @@ single view puts the torso a few centimetres too close to the camera in every fr
 articulation bends to keep the bare hands, feet and head where they are seen). Once all frames
 are fitted, :mod:`fitting.depth_offset` estimates that offset s from the disagreement between
 views of the turning subject, and the sequence is fitted again (shape fixed) against a clothing
-layer: the torso's vertices, fading out over the limbs by their skinning weights, are moved s
-towards the camera along the viewing ray in every data term (:func:`torso_layer`), so the torso
-settles behind the surface it is matched to. The offset of the refitted bodies is added to the
-layer and the sequence fitted again, up to :attr:`FitOptions.depth_refits` times, until the
-views agree (:attr:`FitOptions.correct_depth`; the estimates are kept in
-:attr:`BodyFit.depth_offsets`).
+layer: the vertices of the torso, upper arms and thighs, fading out towards the bare parts by
+their skinning weights, are moved s towards the camera along the viewing ray in every data term
+(:func:`clothing_layer`), so the body settles behind the surface it is matched to. The offset
+of the refitted bodies is added to the layer and the sequence fitted again, up to
+:attr:`FitOptions.depth_refits` times, until the views agree (:attr:`FitOptions.correct_depth`;
+the estimates are kept in :attr:`BodyFit.depth_offsets`).
 
 Shapes: F frames, N observed points, P points used by ICP, M DensePose correspondences, K
 keypoints, V vertices, J = 24 joints, S shape parameters, Y yaw candidates.
@@ -101,7 +101,7 @@ import torch
 
 from capture.sequence import Calibration
 from fitting import camera, priors
-from fitting.depth_offset import TORSO_BONES, DepthOffset, estimate_depth_offset
+from fitting.depth_offset import CLOTHED_BONES, DepthOffset, estimate_depth_offset
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
@@ -200,8 +200,8 @@ class FitOptions:
         outlier_floor: the robust standard deviation is at least this fraction of the median.
         chunk_elements: largest distance matrix of one correspondence-search chunk.
         correct_depth: after fitting, estimate the clothing's depth offset from multi-view
-            consistency (:mod:`fitting.depth_offset`) and fit again with a torso clothing layer
-            that thick (:func:`refit_with_clothing`).
+            consistency (:mod:`fitting.depth_offset`) and fit again with a clothing layer that
+            thick (:func:`refit_with_clothing`).
         depth_refits: most refits of :attr:`correct_depth`, each adding the remaining offset to
             the layer.
         device: where to fit; None = where the observations are.
@@ -261,7 +261,7 @@ class BodyFit:
         terms: per data term ("keypoints", "densepose", "icp"), (F,) weighted energy.
         reinitialised: (F,) bool, frames whose first fit was far worse than the rest and were
             re-initialised from their own observations.
-        clothing: metres of the torso clothing layer the fit used (:func:`torso_layer`).
+        clothing: metres of the clothing layer the fit used (:func:`clothing_layer`).
         depth_offsets: the depth-offset estimate after each pass (the last: what remains), with
             its evidence; empty when :attr:`FitOptions.correct_depth` is off.
     """
@@ -501,7 +501,7 @@ class Context:
         limits: (J, 3) lower and upper joint limits; bounds: shape bounds or None;
         prior_scales: (69,) per-component scales of the pose prior;
         clothing: (V,) metres the observed surface stands in front of each body vertex along
-            the viewing ray (a clothing layer; :func:`torso_layer`), or None.
+            the viewing ray (:func:`clothing_layer`), or None.
     """
 
     body: BodyModel
@@ -518,11 +518,12 @@ class Context:
     clothing: torch.Tensor | None = None
 
 
-def torso_layer(body: BodyModel, thickness: float) -> torch.Tensor:
-    """(V,) a layer ``thickness`` thick over the torso, fading out over the limbs and head as the
-    vertices' skinning weights leave the torso bones (:data:`fitting.depth_offset.TORSO_BONES`)."""
-    torso = [JOINT_INDEX[name] for name in TORSO_BONES]
-    return thickness * body.weights[:, torso].sum(1)
+def clothing_layer(body: BodyModel, thickness: float) -> torch.Tensor:
+    """(V,) a layer ``thickness`` thick over the torso, upper arms and thighs, fading out towards the
+    bare hands, feet and head as the vertices' skinning weights leave those bones
+    (:data:`fitting.depth_offset.CLOTHED_BONES`)."""
+    clothed = [JOINT_INDEX[name] for name in CLOTHED_BONES]
+    return thickness * body.weights[:, clothed].sum(1)
 
 
 def make_context(
@@ -533,7 +534,7 @@ def make_context(
     device: torch.device,
     clothing: float = 0.0,
 ) -> Context:
-    """The :class:`Context` of fitting ``obs`` with ``body`` (already on ``device``), with a torso
+    """The :class:`Context` of fitting ``obs`` with ``body`` (already on ``device``), with a
     clothing layer of ``clothing`` metres (none at 0)."""
     use_keypoints = (
         obs.keypoints is not None
@@ -553,7 +554,7 @@ def make_context(
         limits=priors.joint_limits(device=device),
         bounds=priors.shape_bounds(body),
         prior_scales=priors.pose_prior_scales(device=device),
-        clothing=torso_layer(body, clothing) if clothing else None,
+        clothing=clothing_layer(body, clothing) if clothing else None,
     )
 
 
@@ -1196,8 +1197,8 @@ def fit_body(
             of :attr:`FitOptions.correct_depth`).
         start: a known starting body for the first frame, instead of initialising it from its
             observations.
-        clothing: metres the observed torso surface stands in front of the body along the
-            viewing rays (see :func:`torso_layer`), when known.
+        clothing: metres the observed clothed surface stands in front of the body along the
+            viewing rays (see :func:`clothing_layer`), when known.
     Returns:
         :class:`BodyFit`, on the CPU.
     """
@@ -1232,12 +1233,12 @@ def refit_with_clothing(
     fit: BodyFit,
     clothing: float,
 ) -> BodyFit:
-    """Fit again with a torso clothing layer until the views agree (see the module docstring).
+    """Fit again with a clothing layer until the views agree (see the module docstring).
 
     The depth offset s of the fits (:func:`fitting.depth_offset.estimate_depth_offset`) is added
     to the layer and the sequence fitted again (shape fixed, the first pass's first body as the
     start), until |s| < :data:`MIN_CLOTHING` or after :attr:`FitOptions.depth_refits` refits. The
-    layer moves only the torso back: the bare hands, feet and head, which the first pass fitted
+    layer moves only the clothed parts back: the bare hands, feet and head, which the first pass fitted
     where they are, stay there (a rigid shift of the whole body would move them too)."""
     stages = options.iterations
     refit_options = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
@@ -1245,7 +1246,7 @@ def refit_with_clothing(
     estimates = [depth_offset_of(body, obs, fit)]
     while abs(estimates[-1].offset) >= MIN_CLOTHING and len(estimates) <= options.depth_refits:
         clothing += estimates[-1].offset
-        logger.info("fitting again with a %.1f mm torso clothing layer", clothing * 1e3)
+        logger.info("fitting again with a %.1f mm clothing layer", clothing * 1e3)
         fit = fit_body(body, obs, weights, refit_options, progress, start, clothing)
         estimates.append(depth_offset_of(body, obs, fit))
     return replace(fit, clothing=clothing, depth_offsets=estimates)

@@ -10,14 +10,15 @@ bodies' skinning, the observations of the same piece of clothing from two views 
 and they agree again once every body is moved back by s along its ray.
 
 The estimate: for candidate offsets c (:data:`CANDIDATES`), move each frame's body by c along the
-ray from the camera centre to its pelvis, carry each frame's observed torso points and normals
+ray from the camera centre to its pelvis, carry each frame's observed clothed points and normals
 to canonical space (inverse skinning with the weights of the nearest posed body vertex), and
 score the mean over view pairs of the median point-to-plane distance between one frame's
 canonical points and the other's. View pairs are frames whose viewing directions in the body's
 root frame differ by :data:`PAIR_ANGLES`: views too close see the same offset, views too far
 apart see different sides. A parabola through the best candidate and its neighbours gives s.
-Only the torso (pelvis, spine, collars) takes part: limbs carry larger pose errors than the
-offset. A subject that never turns gives no pairs, and then no correction (s = 0).
+Only what clothes cover almost always takes part: the torso, upper arms and thighs
+(:data:`CLOTHED_BONES`); hands, feet and head are bare, and forearms and shins carry larger pose
+errors than the offset. A subject that never turns gives no pairs, and then no correction (s = 0).
 
 Shapes: F frames, N points per frame, V vertices, J bones, P view pairs, C candidates.
 """
@@ -40,7 +41,11 @@ PAIR_ANGLES = (math.radians(40), math.radians(80))
 PARTNERS = 4
 """Most view pairs per frame (evenly spread over the eligible frames): the cost grows with F,
 not F²."""
-TORSO_BONES = ("pelvis", "spine1", "spine2", "spine3", "left_collar", "right_collar")
+CLOTHED_BONES = (
+    *("pelvis", "spine1", "spine2", "spine3", "left_collar", "right_collar"),
+    *("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+)
+"""Bones of the torso, upper arms and thighs (SMPL's shoulder and hip joints move them)."""
 ATTACH_RADIUS = 0.08
 """Observed points farther than this (m) from every posed body vertex are left out."""
 MATCH_RADIUS = 0.05
@@ -48,7 +53,7 @@ MATCH_RADIUS = 0.05
 MAX_POINTS = 1024
 """Observed points per frame used (an even subsample)."""
 MIN_POINTS = 50
-"""Frames with fewer torso points than this take no part."""
+"""Frames with fewer clothed points than this take no part."""
 CHUNK_ELEMENTS = 1 << 24
 
 
@@ -118,7 +123,7 @@ def nearest(points: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tenso
 
 @dataclass
 class Canonical:
-    """Observed torso points carried to canonical (rest) space by the fitted bodies.
+    """Observed clothed points carried to canonical (rest) space by the fitted bodies.
 
     A point's canonical position for bodies moved by c along the viewing rays is
     ``points + c · motion``; its normal does not change with c.
@@ -138,7 +143,7 @@ class Canonical:
         return self.points + offset * self.motion
 
 
-def canonical_torso(
+def canonical_clothed(
     body: BodyModel,
     poses: torch.Tensor,
     shape: torch.Tensor,
@@ -148,17 +153,17 @@ def canonical_torso(
     normals: torch.Tensor,
     valid: torch.Tensor,
 ) -> Canonical:
-    """Observed torso points and normals in the body's rest pose, by inverse skinning.
+    """Observed points and normals on the clothed bones in the body's rest pose, by inverse skinning.
 
     Each point takes the blended transform of its nearest posed vertex (the attachment stays
     with every offset tried, so all candidates score the same points); points whose nearest
-    vertex is no torso vertex, or is farther than :data:`ATTACH_RADIUS`, are masked out.
+    vertex belongs to no :data:`CLOTHED_BONES`, or is farther than :data:`ATTACH_RADIUS`, are masked out.
 
     Args:
         poses: (F, 72); shape: (S,); trans: (F, 3); rays: (F, 3) unit viewing rays;
         points, normals: (F, N, 3); valid: (F, N).
     """
-    torso_ids = torch.tensor([JOINT_INDEX[b] for b in TORSO_BONES], device=poses.device)
+    clothed = torch.tensor([JOINT_INDEX[b] for b in CLOTHED_BONES], device=poses.device)
     with torch.no_grad():
         posed = body(poses, shape, trans)
         distance, index = nearest(points, posed.vertices)
@@ -168,7 +173,7 @@ def canonical_torso(
         rest = torch.einsum("fnab,fnb->fna", rotation, points) + inverse[..., :3, 3]
         motion = -torch.einsum("fnab,fb->fna", rotation, rays)
         rest_normals = torch.nn.functional.normalize(torch.einsum("fnab,fnb->fna", rotation, normals), dim=-1)
-    mask = valid & (distance < ATTACH_RADIUS) & torch.isin(body.part_labels[index], torso_ids)
+    mask = valid & (distance < ATTACH_RADIUS) & torch.isin(body.part_labels[index], clothed)
     return Canonical(rest, motion, rest_normals, mask)
 
 
@@ -235,7 +240,7 @@ def estimate_depth_offset(
     ]
     keep = torch.gather(valid, 1, rows).to(device)
     rays = viewing_rays(body, poses, shape, trans)
-    canonical = canonical_torso(body, poses, shape, trans, rays, *gathered, keep)
+    canonical = canonical_clothed(body, poses, shape, trans, rays, *gathered, keep)
     pairs = view_pairs(poses[:, :3], rays)
     pairs = pairs[(canonical.mask.sum(1) >= MIN_POINTS)[pairs].all(1)]
     candidates = torch.tensor(CANDIDATES, dtype=trans.dtype)

@@ -379,7 +379,7 @@ def fit_body_command(
         bool,
         typer.Option(
             "--depth-correction/--no-depth-correction",
-            help="Estimate how far loose clothing pulled the torso towards the camera (from the views of "
+            help="Estimate how far loose clothing pulled the body towards the camera (from the views of "
             "a turning subject) and fit again behind a clothing layer that thick.",
         ),
     ] = True,
@@ -409,7 +409,7 @@ def fit_body_command(
     overlays = workspace.root / "body_fit" / "overlays"
     details = (
         f"{summary['reinitialised']} re-initialised",
-        f"torso clothing layer {100 * summary['clothing_layer_m']:.1f} cm",
+        f"clothing layer {100 * summary['clothing_layer_m']:.1f} cm",
         f"overlays in {overlays}",
     )
     stage_summary("fit-body", f"{summary['frames']} frames", timer.seconds, *details)

@@ -13,7 +13,7 @@ import torch
 from capture import calibration as npcam
 from capture.calibration import azure_kinect_preset
 from fitting import camera, priors
-from fitting.body_fit import BodyStart, FitOptions, fit_body, torso_layer, torso_rotation
+from fitting.body_fit import BodyStart, FitOptions, clothing_layer, fit_body, torso_rotation
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
@@ -155,17 +155,17 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def synthetic_observations(
-    body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200, shirt: float = 0.0
+    body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200, clothes: float = 0.0
 ):
     """FitObservations sampled from the posed body: front-facing vertices with their normals,
     COCO-17 keypoints projected into the colour camera (+1 px noise), DensePose correspondences
-    of sampled vertices (one of the vertex's triangles, one-hot barycentrics). A ``shirt`` (m)
-    moves the torso's vertices out along their normals (by their torso skinning weight)."""
+    of sampled vertices (one of the vertex's triangles, one-hot barycentrics). ``clothes`` (m)
+    moves the clothed vertices (torso, upper arms, thighs) out along their normals."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = body(pose, shape, trans)
     joints, normals = out.joints, vertex_normals(out.vertices, body.faces)
-    verts = out.vertices + normals * torso_layer(body, shirt)[:, None]
+    verts = out.vertices + normals * clothing_layer(body, clothes)[:, None]
     front = (normals * verts).sum(-1) < 0
     score = torch.rand(front.shape, generator=gen) + front.float()  # front-facing first, shuffled
     index = score.topk(points, dim=1).indices
@@ -298,11 +298,11 @@ def test_a_garbage_frame_is_reinitialised_without_dragging_its_neighbours(body):
     assert errors[[0, 1, 2, 4, 5]].max() < 0.02, errors
 
 
-def test_a_loose_shirt_on_a_turning_subject_is_fitted_behind_its_surface(body):
+def test_loose_clothes_on_a_turning_subject_are_fitted_behind_their_surface(body):
     pose, trans, shape = camera_frame_bodies(body, 16, turn=math.pi / 16)
-    obs = synthetic_observations(body, pose, trans, shape, seed=6, shirt=0.03)
+    obs = synthetic_observations(body, pose, trans, shape, seed=6, clothes=0.03)
     start = BodyStart(pose[0], trans[0], shape)
-    fixed_shape = replace(FAST, iterations=(10, 40, 0))  # a body that cannot thicken into the shirt
+    fixed_shape = replace(FAST, iterations=(10, 40, 0))  # a body that cannot thicken into the clothes
     plain = fit_body(body, obs, options=replace(fixed_shape, correct_depth=False), start=start)
     fit = fit_body(body, obs, options=fixed_shape, start=start)
     with torch.no_grad():
@@ -313,6 +313,8 @@ def test_a_loose_shirt_on_a_turning_subject_is_fitted_behind_its_surface(body):
             for name, f in (("plain", plain), ("corrected", fit))
         }
     assert not plain.depth_offsets and depth["plain"] < -0.01  # pulled towards the camera
-    assert fit.clothing > 0.02 and abs(depth["corrected"]) < 0.2 * abs(depth["plain"])
+    # the layer lies along the viewing rays, these clothes along the normals (they also widen the
+    # silhouette), so the refit removes most of the depth error, not all of it
+    assert fit.clothing > 0.02 and abs(depth["corrected"]) < abs(depth["plain"]) / 3
     assert abs(fit.depth_offsets[-1].offset) < abs(fit.depth_offsets[0].offset) / 4  # the views agree
     assert mpjpe(body, fit, pose, trans, shape).mean() < 0.7 * mpjpe(body, plain, pose, trans, shape).mean()
