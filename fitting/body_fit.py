@@ -201,7 +201,8 @@ class FitOptions:
         chunk_elements: largest distance matrix of one correspondence-search chunk.
         correct_depth: after fitting, estimate the clothing's depth offset from multi-view
             consistency (:mod:`fitting.depth_offset`) and fit again with a clothing layer that
-            thick (:func:`refit_with_clothing`).
+            thick (:func:`refit_with_clothing`); only when ICP or DensePose matches the body to
+            the surface (:func:`matches_surface`): keypoints alone see no depth.
         depth_refits: most refits of :attr:`correct_depth`, each adding the remaining offset to
             the layer.
         device: where to fit; None = where the observations are.
@@ -1219,9 +1220,15 @@ def fit_body(
         if progress is not None:
             progress(tracker.fitted, total)
     fit = collect(tracker, obs.frames, body)
-    if not options.correct_depth:
+    if not (options.correct_depth and matches_surface(weights, obs)):
         return fit
     return refit_with_clothing(body, obs, weights, options, progress, fit, clothing)
+
+
+def matches_surface(weights: FitWeights, obs: FitObservations) -> bool:
+    """Whether a data term matches the body to the observed surface (ICP, or DensePose with
+    correspondences): only then can a clothing layer move the fit."""
+    return weights.icp > 0 or (weights.densepose > 0 and bool(obs.dp_valid.any()))
 
 
 def refit_with_clothing(

@@ -17,8 +17,12 @@ any motion (``animate``), with a preview video, a contact sheet and a rigged glT
     motion.npz           the motion as used (AMASS layout, after --fps and --frames)
     animation.json       mode, resolution, frame rate, timings
 
-The glTF cannot carry the pose-dependent shape (one mesh, linear blend skinning), so it shows
-the canonical-condition shape in every pose; the mesh sequence has the pose-dependent one.
+The SDF's pose condition (:mod:`rgbd2avatar.avatar.meshes`): ``extract`` conditions every
+training frame on its own refined pose; ``animate`` conditions every motion frame on the mean of
+the training poses (``mean``, the default: a pose the avatar never saw gives the network a code
+it was never trained on) or on the frame's own pose (``own``, the pose-dependent shape). The glTF
+cannot carry a pose-dependent shape (one mesh, linear blend skinning), so it shows the
+canonical-condition shape in every pose.
 
 Every folder is assembled under a temporary sibling name and renamed into place at the end, so
 an interrupted or failed run leaves the previous result (or nothing), never half of one.
@@ -68,6 +72,8 @@ SHEET_PANEL_SIZE = (240, 320)
 VIDEO_CODECS = ("libx264", "mpeg4")
 """Encoders tried in order for the preview video (PyAV's bundled ffmpeg has both)."""
 MESH_FORMATS = ("ply", "obj")
+POSE_CONDITIONS = ("mean", "own")
+"""How ``animate`` conditions the SDF: on the training poses' mean, or on each frame's pose."""
 
 
 def check_resolution(resolution: int) -> None:
@@ -190,9 +196,11 @@ def animate_avatar(
     exact: bool,
     mesh_format: str = "ply",
     texture_dir: Path | None = None,
+    pose_condition: str = "mean",
 ) -> dict:
     """Write the avatar driven by ``motion`` into the folder ``out`` (layout in the module docstring);
-    the rigged glTF is textured when ``texture_dir`` holds the texture stage's output.
+    the rigged glTF is textured when ``texture_dir`` holds the texture stage's output;
+    ``pose_condition`` is one of :data:`POSE_CONDITIONS`.
 
     Returns:
         The summary written to ``out/animation.json``.
@@ -206,7 +214,8 @@ def animate_avatar(
     timer, kept = MeshTimer(), {}
     started = time.perf_counter()
     with staging_directory(out) as folder:
-        meshes = timer.timed(posed_meshes(avatar, poses, trans, resolution, exact))
+        condition = stored.mean_pose() if pose_condition == "mean" else None
+        meshes = timer.timed(posed_meshes(avatar, poses, trans, resolution, exact, condition))
         codec = video_codec()
         with video_writer(
             folder / "preview.mp4", motion.fps, PREVIEW_SIZE, PREVIEW_SIZE, codec
@@ -224,6 +233,7 @@ def animate_avatar(
             "fps": motion.fps,
             "frames": motion.num_frames,
             "mode": "exact" if exact else "fast",
+            "pose_condition": pose_condition,
             "resolution": resolution,
             "format": mesh_format,
             "video_codec": codec,

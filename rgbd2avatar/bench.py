@@ -77,6 +77,25 @@ def evenly_spaced(count: int, total: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, count).round().astype(int))
 
 
+def distinct_poses(poses: np.ndarray, count: int) -> np.ndarray:
+    """``count`` frames whose poses differ most (farthest-point sampling of the 23 joints'
+    axis-angles, starting from the rest pose, which is never chosen): evenly spaced frames of a
+    periodic motion can repeat one pose.
+
+    Args:
+        poses: (F, 72) a motion's poses.
+    Returns:
+        (count,) sorted frame indices.
+    """
+    joints = poses[:, 3:]
+    nearest = np.linalg.norm(joints, axis=1)  # distance to the nearest chosen pose (the rest pose)
+    chosen = []
+    for _ in range(min(count, len(poses))):
+        chosen.append(int(nearest.argmax()))
+        nearest = np.minimum(nearest, np.linalg.norm(joints - joints[chosen[-1]], axis=1))
+    return np.sort(np.array(chosen, dtype=int))
+
+
 def ensure_capture(protocol: Protocol, data_dir: Path) -> dict:
     """The protocol's training capture in ``data_dir``, synthesised unless already there.
 
@@ -310,13 +329,18 @@ def reconstruction_table(
 
 
 def animation_table(
-    protocol: Protocol, subject_dir: Path | None = None, avatars: dict[str, Path] | None = None
+    protocol: Protocol,
+    subject_dir: Path | None = None,
+    avatars: dict[str, Path] | None = None,
+    own_condition: tuple[str, ...] = ("pina",),
 ) -> dict[str, dict]:
     """Methods' metrics on held-out motions against the ground-truth clothed meshes.
 
-    Every method is posed with the motion's own poses and translations (the body model's frame);
-    ``subject_dir`` adds the naked body with the fitted shape, ``avatars`` the fitted avatars
-    (fast posed meshes).
+    Every method is posed with the motion's own poses and translations (the body model's frame),
+    on the :func:`distinct_poses` of each motion; ``subject_dir`` adds the naked body with the
+    fitted shape, ``avatars`` the fitted avatars (fast posed meshes, SDF conditioned on the
+    training poses' mean as ``animate`` does), and the avatars named in ``own_condition`` once
+    more as ``<name>_own_condition``, conditioned on each frame's pose.
     """
     from rgbd2avatar.body import load_body_model
 
@@ -328,7 +352,7 @@ def animation_table(
     body = load_body_model(str(fits["body_model"])) if fits is not None else None
     for name in protocol.anim_motions:
         motion = builtin_motion(name)
-        frames = evenly_spaced(protocol.anim_frames + 2, motion.num_frames)[1:-1]  # skip the rest pose
+        frames = distinct_poses(motion.poses, protocol.anim_frames)
         poses, trans = torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])
         with torch.no_grad():
             posed = subject.posed(poses, trans)
@@ -339,21 +363,26 @@ def animation_table(
             if fitted is not None:
                 methods["naked_body_fitted"] = (fitted[i].numpy(), body.faces.numpy())
             for method, avatar in stored.items():
-                mesh = posed_mesh_fast(
-                    avatar, poses[i].to(avatar.bounds), trans[i].to(avatar.bounds), protocol.mesh_resolution
-                )
-                methods[method] = (mesh.vertices, mesh.faces)
+                pose, translation = poses[i].to(avatar.poses), trans[i].to(avatar.poses)
+                conditions = {method: avatar.mean_pose()}
+                if method in own_condition:
+                    conditions[f"{method}_own_condition"] = pose
+                for name, condition in conditions.items():
+                    mesh = posed_mesh_fast(
+                        avatar.avatar, pose, translation, protocol.mesh_resolution, condition
+                    )
+                    methods[name] = (mesh.vertices, mesh.faces)
             for method, mesh in methods.items():
                 rows.setdefault(method, []).append(mesh_metrics(mesh, truth, num_samples=protocol.samples))
     return {method: average(values) for method, values in rows.items()}
 
 
 def _load(workspace: Path):
-    """The fitted avatar of a workspace, on the default device."""
+    """The fitted avatar of a workspace (a ``StoredAvatar``), on the default device."""
     from rgbd2avatar.avatar.store import load_avatar
     from rgbd2avatar.devices import resolve_device
 
-    return load_avatar(workspace / "pina" / "avatar.pt", resolve_device("auto")).avatar
+    return load_avatar(workspace / "pina" / "avatar.pt", resolve_device("auto"))
 
 
 def run_benchmark(protocol_name: str, out_dir: Path, pina_preset: str | None = None) -> dict:

@@ -739,6 +739,14 @@ def animate(
         Path | None,
         typer.Option("--out", help="Output folder (default: SUBJECT/animation/<motion name>)."),
     ] = None,
+    pose_condition: Annotated[
+        str,
+        typer.Option(
+            "--pose-condition",
+            help="The SDF's pose condition: 'mean' (of the training poses; best for poses the "
+            "avatar never saw) or 'own' (each frame's pose).",
+        ),
+    ] = "mean",
     device: DeviceOption = "auto",
     force: ForceOption = False,
 ) -> None:
@@ -751,11 +759,12 @@ def animate(
     with Timer() as timer:
         folder = animate_stage(
             subject, motion, fps, parse_frame_range(frames) if frames else None, exact, resolution,
-            mesh_format, out, device, force,
+            mesh_format, out, device, force, pose_condition,
         )  # fmt: skip
     summary = read_json(folder / "animation.json")
     stage_summary(
-        "animate", f"{summary['frames']} meshes of {summary['motion']!r} ({summary['mode']}, {resolution}³)",
+        "animate", f"{summary['frames']} meshes of {summary['motion']!r} ({summary['mode']}, {resolution}³, "
+        f"{summary['pose_condition']} pose condition)",
         timer.seconds, f"{format_duration(summary['seconds_per_mesh'])}/mesh",
         f"{summary['extractions']} MISE extractions", f"preview {folder / 'preview.mp4'}",
     )  # fmt: skip

@@ -254,14 +254,16 @@ def animate_stage(
     out: Path | None = None,
     device: str = "auto",
     force: bool = False,
+    pose_condition: str = "mean",
 ) -> Path:
     """Drive the fitted avatar with a motion (built-in name or AMASS file) into
-    ``subject/animation/<motion name>`` (or ``out``); returns that folder.
+    ``subject/animation/<motion name>`` (or ``out``); returns that folder. ``pose_condition``:
+    see :data:`rgbd2avatar.animation.POSE_CONDITIONS`.
 
     The manifest's ``animation`` entry is the last motion animated. After ``texture``, the rigged
     glTF carries the texture (on the texture's UV-mapped canonical mesh).
     """
-    from rgbd2avatar.animation import MESH_FORMATS, animate_avatar, check_resolution
+    from rgbd2avatar.animation import MESH_FORMATS, POSE_CONDITIONS, animate_avatar, check_resolution
     from rgbd2avatar.avatar.store import load_avatar
     from rgbd2avatar.devices import resolve_device
     from rgbd2avatar.motion import BUILTIN_MOTIONS, load_motion
@@ -269,6 +271,8 @@ def animate_stage(
     check_resolution(resolution)
     if mesh_format not in MESH_FORMATS:
         raise UserError(f"--format {mesh_format!r} is not supported: use {' or '.join(MESH_FORMATS)}.")
+    if pose_condition not in POSE_CONDITIONS:
+        raise UserError(f"--pose-condition {pose_condition!r}: use {' or '.join(POSE_CONDITIONS)}.")
     workspace = Workspace(subject)
     avatar_path = _avatar_file(workspace)
     clip = load_motion(motion, fps=fps, frames=frames)
@@ -282,12 +286,13 @@ def animate_stage(
     params = {
         "motion": motion if builtin else str(Path(motion).absolute()), "fps": fps, "frames": frames,
         "exact": exact, "resolution": resolution, "format": mesh_format, "out": str(folder),
+        "pose_condition": pose_condition,
     }  # fmt: skip
 
     def work() -> None:
         animate_avatar(
             load_avatar(avatar_path, resolved), clip, folder, resolution, exact, mesh_format,
-            texture_dir if textured else None,
+            texture_dir if textured else None, pose_condition,
         )  # fmt: skip
 
     run_stage(workspace, "animation", inputs, params, [folder], work, force)

@@ -71,6 +71,7 @@ def test_animate_writes_meshes_video_sheet_and_rig(subject):
     assert len(rig.faces) > 100
     summary = json.loads((folder / "animation.json").read_text())
     assert summary["frames"] == 3 and summary["fps"] == 10 and summary["video_codec"] in ("libx264", "mpeg4")
+    assert summary["pose_condition"] == "mean" and summary["extractions"] == 1  # one condition for all
     manifest = json.loads((subject / "manifest.json").read_text())
     assert manifest["stages"]["animation"]["outputs"].keys() == {"animation/walk"}
     assert no_temporaries(subject / "animation")
@@ -83,10 +84,14 @@ def test_animate_a_motion_file_as_obj_into_another_folder(subject, tmp_path):
     save_amass(builtin_motion("raise_arms", num_frames=2, fps=5.0), motion)
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["animate", str(subject), "-m", str(motion), "--format", "obj", "--out", str(out), "-r", "32"]
-    )
+        app,
+        ["animate", str(subject), "-m", str(motion), "--format", "obj", "--out", str(out), "-r", "32",
+         "--pose-condition", "own"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "meshes").iterdir()) == ["000000.obj", "000001.obj"]
+    summary = json.loads((out / "animation.json").read_text())
+    assert summary["pose_condition"] == "own" and summary["extractions"] == 2  # each frame's pose
     manifest = json.loads((subject / "manifest.json").read_text())
     assert str(motion) in manifest["stages"]["animation"]["inputs"]
 
@@ -119,6 +124,9 @@ def test_errors_are_one_line(subject, tmp_path):
     )
     assert "--format" in one_error_line(
         runner.invoke(app, ["animate", str(subject), "-m", "walk", "--format", "stl"])
+    )
+    assert "--pose-condition" in one_error_line(
+        runner.invoke(app, ["animate", str(subject), "-m", "walk", "--pose-condition", "median"])
     )
     assert not (subject / "animation" / "bad").exists()
     precious = tmp_path / "precious"

@@ -40,6 +40,16 @@ class MeshSdf(torch.nn.Module):
         return torch.from_numpy(self.query.signed_distance(flat)).to(points).view(points.shape[:-1])
 
 
+class PoseShell(MeshSdf):
+    """:class:`MeshSdf` grown by ``THICKNESS`` metres per unit of the pose features' L1 norm: a
+    surface that depends on the pose condition in a known way."""
+
+    THICKNESS = 0.01
+
+    def forward(self, points: torch.Tensor, pose_feat: torch.Tensor) -> torch.Tensor:
+        return super().forward(points, pose_feat) - self.THICKNESS * pose_feat.abs().sum(-1)[:, None]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread_module():
     """One intra-op thread for the whole module (conftest's ``one_thread`` is per test and so does
@@ -146,3 +156,24 @@ def test_skinning_weights_follow_the_body(avatar, body):
     weights = skinning_weights(avatar, vertices)
     np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
     assert (weights.argmax(1) == body.weights.argmax(1).numpy()).mean() > 0.8
+
+
+def test_the_sdf_condition_is_separate_from_the_pose_skinned_to(avatar, body, mild_pose, monkeypatch):
+    pose, trans = mild_pose
+    with torch.no_grad():
+        canonical = body.canonical(avatar.shape).vertices[0]
+    monkeypatch.setattr(avatar, "sdf", PoseShell(canonical.numpy(), body.faces.numpy()))
+    rest = torch.zeros(72)
+    shell = PoseShell.THICKNESS * float(pose[3:].abs().sum() / np.pi)
+    with torch.no_grad():
+        pelvis = avatar.body(pose[None], avatar.shape, trans[None]).joints[0, 0]
+    points = torch.stack([pelvis, pelvis + torch.tensor([0.0, 0.0, 0.3])])
+    own = posed_sdf_function(avatar, pose, trans)(points)
+    at_rest = posed_sdf_function(avatar, pose, trans, condition=rest)(points)
+    np.testing.assert_allclose((at_rest - own).numpy(), shell, atol=1e-5)
+    poses = torch.stack([pose, 0.5 * pose, rest])
+    meshes = list(posed_meshes(avatar, poses, trans.expand(3, 3), resolution=32, condition=rest))
+    assert all(mesh.extraction is meshes[0].extraction for mesh in meshes)  # one condition, one mesh
+    thick = posed_mesh_fast(avatar, pose, trans, resolution=32)
+    gap = MeshQuery(meshes[0].vertices, meshes[0].faces).signed_distance(thick.vertices)
+    assert abs(np.median(gap) - shell) < 0.2 * shell  # the own condition's surface stands further out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from capture.files import load_npz, save_npz
-from rgbd2avatar.bench import pose_accuracy, use_true_bodies
+from rgbd2avatar.bench import distinct_poses, pose_accuracy, use_true_bodies
 
 
 def test_use_true_bodies_takes_the_fitted_frames_of_the_truth(tmp_path):
@@ -75,3 +75,14 @@ def test_pose_accuracy_angle_is_the_mean_geodesic_joint_angle(turning_truth):
     bent = fits["poses"].copy()
     bent[:, 5 * 3] += 0.24  # one joint of 24 off by 0.24 rad: 0.01 rad on average
     assert abs(pose_accuracy(fits | {"poses": bent}, capture)["joint_angle_error_rad"] - 0.01) < 1e-5
+
+
+def test_distinct_poses_of_a_periodic_motion_are_different_phases():
+    phase = np.arange(40) * 2 * np.pi / 10  # four cycles of ten frames
+    poses = np.zeros((40, 72))
+    poses[:, 3] = 0.2 + np.sin(phase)  # a hip swinging around a bent rest
+    frames = distinct_poses(poses, 3)
+    values = poses[frames, 3]
+    assert len(np.unique(np.round(values, 6))) == 3  # evenly spaced frames would repeat one phase
+    assert values.max() == poses[:, 3].max()  # the pose farthest from the rest pose is one
+    assert np.all(np.abs(values[:, None] - values[None])[~np.eye(3, dtype=bool)] > 0.3)

@@ -13,7 +13,7 @@ import torch
 from capture import calibration as npcam
 from capture.calibration import azure_kinect_preset
 from fitting import camera, priors
-from fitting.body_fit import BodyStart, FitOptions, clothing_layer, fit_body, torso_rotation
+from fitting.body_fit import BodyStart, FitOptions, FitWeights, clothing_layer, fit_body, torso_rotation
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
@@ -318,3 +318,11 @@ def test_loose_clothes_on_a_turning_subject_are_fitted_behind_their_surface(body
     assert fit.clothing > 0.02 and abs(depth["corrected"]) < abs(depth["plain"]) / 3
     assert abs(fit.depth_offsets[-1].offset) < abs(fit.depth_offsets[0].offset) / 4  # the views agree
     assert mpjpe(body, fit, pose, trans, shape).mean() < 0.7 * mpjpe(body, plain, pose, trans, shape).mean()
+
+
+def test_keypoints_alone_make_no_depth_correction(body):
+    pose, trans, shape = camera_frame_bodies(body, 8, turn=math.pi / 8)
+    obs = synthetic_observations(body, pose, trans, shape, seed=6, clothes=0.03)
+    keypoints_only = replace(FitWeights(), icp=0.0, densepose=0.0)
+    fit = fit_body(body, obs, keypoints_only, FAST, start=BodyStart(pose[0], trans[0], shape))
+    assert fit.clothing == 0.0 and not fit.depth_offsets  # no surface term a layer could move

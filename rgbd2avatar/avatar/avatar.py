@@ -114,7 +114,12 @@ class Avatar(torch.nn.Module):
         return canonical_pose(self.bounds.dtype, self.bounds.device)[None]
 
     def posed_sdf(
-        self, points: torch.Tensor, pose: torch.Tensor, trans: torch.Tensor, normals: bool = False
+        self,
+        points: torch.Tensor,
+        pose: torch.Tensor,
+        trans: torch.Tensor,
+        normals: bool = False,
+        condition: torch.Tensor | None = None,
     ) -> PosedQuery:
         """SDF (and normals) of posed points by correspondence search (Eq. 5–8, 3, 6).
 
@@ -126,9 +131,10 @@ class Avatar(torch.nn.Module):
         Args:
             points: (B, N, 3) posed points; pose: (B, 72); trans: (B, 3).
             normals: also return posed-space normals (builds a graph for second derivatives).
+            condition: (B, 72) the poses the SDF is conditioned on; None = ``pose``.
         """
         tfs = self.transforms(pose, trans)
-        condition = pose_features(pose)
+        condition = pose_features(pose if condition is None else condition)
         with torch.no_grad():
             candidates, valid = self.deformer.search(points, tfs)
             values = self.sdf(candidates.flatten(1, 2), condition).view_as(valid)

@@ -34,6 +34,11 @@ class StoredAvatar:
     poses: torch.Tensor
     trans: torch.Tensor
 
+    def mean_pose(self) -> torch.Tensor:
+        """(72,) the mean of the training frames' refined poses: the SDF's pose condition for
+        poses the avatar never saw (see :mod:`rgbd2avatar.avatar.meshes`)."""
+        return self.poses.mean(0)
+
 
 def save_avatar(
     path: Path, avatar: Avatar, frames: torch.Tensor, poses: torch.Tensor, trans: torch.Tensor,
