@@ -103,28 +103,6 @@ def warmup_trainer(frozen: float, lr: float) -> type[PinaTrainer]:
     return WarmupTrainer
 
 
-class LazyTrainer(PinaTrainer):
-    """Only the frames drawn in a step move (dense Adam keeps moving the others on momentum)."""
-
-    def train_step(self) -> dict[str, float]:
-        dense_step = self.optimiser.step
-
-        def lazy_step() -> None:
-            gradient = self.pose_delta.grad
-            held = gradient.abs().sum(1) == 0 if gradient is not None else None
-            before = self.pose_delta.detach().clone(), self.trans_delta.detach().clone()
-            dense_step()
-            if held is not None:
-                with torch.no_grad():
-                    self.pose_delta[held], self.trans_delta[held] = before[0][held], before[1][held]
-
-        self.optimiser.step = lazy_step
-        try:
-            return super().train_step()
-        finally:
-            del self.optimiser.step
-
-
 @contextlib.contextmanager
 def trainer(variant: type[PinaTrainer]) -> Iterator[None]:
     """Fit PINA with ``variant`` in place of :class:`PinaTrainer`."""
@@ -220,8 +198,8 @@ TRIALS: dict[str, Trial] = {
     "shared_offset": Trial(context=lambda: trainer(offset_trainer(1e-3))),
     "no_pose_condition": Trial(context=no_pose_condition),
     "pose_warmup": Trial(context=lambda: trainer(warmup_trainer(0.5, 2e-3))),
-    "lazy_poses": Trial(context=lambda: trainer(LazyTrainer)),
-    "lazy_poses_5e-3": Trial(config={"pose_lr": 5e-3}, context=lambda: trainer(LazyTrainer)),
+    "pose_lr_2e-3_preset_batch": Trial(config={"pose_lr": 2e-3}),
+    "pose_weight_10": Trial(weights={"pose": 10.0}),
     "clothing_layer": Trial(context=clothing_layer, refit_body=True),
 }
 

@@ -142,3 +142,14 @@ def test_presets_and_config_round_trip():
     assert isinstance(preset("quality").weights, LossWeights)
     with pytest.raises(KeyError, match="unknown preset"):
         preset("slow")
+
+
+def test_joint_steps_move_only_the_frames_they_draw(body, data):
+    trainer = PinaTrainer(body, data, replace(TINY, pretrain_steps=0, joint_steps=4, frames_per_step=1))
+    moved = []
+    for _ in range(4):
+        before = trainer.poses()[0].detach().clone()
+        trainer.train_step()
+        moved.append(int((trainer.poses()[0].detach() != before).any(1).sum()))
+    # Adam's momentum would move every frame drawn once so far; only the drawn frame may move
+    assert moved == [1, 1, 1, 1]
