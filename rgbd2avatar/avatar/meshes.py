@@ -35,7 +35,7 @@ also uses the condition as a per-frame code that absorbs that frame's pose error
 never saw, the condition then adds shape that belongs to no frame. On the synthetic ``small``
 protocol's held-out motions, conditioning every frame on the training poses' mean
 (:meth:`~rgbd2avatar.avatar.store.StoredAvatar.mean_pose`) lowers the Chamfer distance of the
-``default`` avatar from 0.80 to 0.62 cm, while on its training frames the two conditions give the
+``default`` avatar from 0.82 to 0.60 cm, while on its training frames the two conditions give the
 same surface (0.73 cm); so ``animate`` uses the mean by default and ``extract`` (training frames)
 each frame's own pose.
 
