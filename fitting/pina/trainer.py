@@ -130,8 +130,9 @@ class PinaTrainer:
         every frame not drawn drifting along its last update: on the ``small`` protocol (``fast``)
         the refined poses then ended up worse than the body fit they started from (MPJPE 1.28 →
         1.51 cm, training Chamfer 0.81 cm); moving the drawn frames only gives 1.30 cm and 0.74 cm
-        (``python -m benchmarks.pina_trials baseline lazy_poses``, before this became the default).
-        The held frames' moment estimates still decay, as if they had seen zero gradients.
+        (``python -m benchmarks.pina_trials baseline`` before and after this change, commit
+        b3fc3d4). The held frames' moment estimates still decay, as if they had seen zero
+        gradients; an optimiser with per-row state (sparse gradients) would keep them.
         """
         gradient = self.pose_delta.grad
         if gradient is None:

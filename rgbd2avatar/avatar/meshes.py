@@ -35,9 +35,10 @@ also uses the condition as a per-frame code that absorbs that frame's pose error
 never saw, the condition then adds shape that belongs to no frame. On the synthetic ``small``
 protocol's held-out motions, conditioning every frame on the training poses' mean
 (:meth:`~rgbd2avatar.avatar.store.StoredAvatar.mean_pose`) lowers the Chamfer distance of the
-``default`` avatar from 0.82 to 0.60 cm, while on its training frames the two conditions give the
-same surface (0.73 cm); so ``animate`` uses the mean by default and ``extract`` (training frames)
-each frame's own pose.
+``default`` avatar from 0.82 to 0.60 cm (``rgbd2avatar bench --preset default``), while on the
+training frames the two conditions give the same surface (``fast`` avatar: 0.744 and 0.747 cm,
+``python -m benchmarks.pose_condition``); so ``animate`` uses the mean by default and
+``extract`` (training frames) each frame's own pose.
 
 Shapes: V vertices, T triangles, J bones, F frames.
 """
@@ -220,14 +221,15 @@ def posed_meshes(
     Yields:
         F :class:`AvatarMesh` in frame order.
     """
-    canonical, features = None, None
+    canonical, last = None, None
     for pose, translation in zip(poses, trans, strict=True):
         conditioned = pose if condition is None else condition
         if exact:
             yield posed_mesh_exact(avatar, pose, translation, resolution, condition=conditioned)
             continue
-        if canonical is None or not torch.equal(pose_features(conditioned), features):
-            canonical, features = canonical_mesh(avatar, conditioned, resolution), pose_features(conditioned)
+        features = pose_features(conditioned)
+        if canonical is None or not torch.equal(features, last):
+            canonical, last = canonical_mesh(avatar, conditioned, resolution), features
         yield skin_mesh(avatar, canonical, pose, translation)
 
 
