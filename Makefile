@@ -3,7 +3,7 @@
 #   make demo   synthetic subject end to end, outputs in $(DEMO_OUT)
 #   make test   the whole test suite (CPU)
 #   make bench  benchmarks, JSON results under benchmarks/results/
-#   make lint   ruff
+#   make lint   ruff check and ruff format --check
 #
 # Set-up: the system libraries open3d loads (libusb-1.0-0 above all), a virtual environment in
 # .venv, torch pinned to a CPU build first, then this package in editable mode with the dev
@@ -58,6 +58,7 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache build *.egg-info
