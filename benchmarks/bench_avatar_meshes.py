@@ -69,7 +69,6 @@ def pretrained_avatar(body: BodyModel, steps: int = PRETRAIN_STEPS) -> tuple[Ava
     data = PinaData(
         frames=torch.arange(frames), points=empty, normals=empty, counts=torch.ones(frames, dtype=torch.long),
         poses=poses, trans=trans, shape=shape, off_points=empty, off_sdf=torch.zeros(frames, 1),
-        free_points=empty, free_counts=torch.ones(frames, dtype=torch.long),
         canonical_points=torch.from_numpy(points), canonical_sdf=torch.from_numpy(sdf),
         canonical_weights=torch.from_numpy(weights),
     )  # fmt: skip

@@ -201,10 +201,6 @@ TRIALS: dict[str, Trial] = {
     "pose_lr_2e-3_preset_batch": Trial(config={"pose_lr": 2e-3}),
     "pose_weight_10": Trial(weights={"pose": 10.0}),
     "clothing_layer": Trial(context=clothing_layer, refit_body=True),
-    "free_space": Trial(weights={"free": 1.0}),
-    "free_space_10": Trial(weights={"free": 10.0}),
-    "free_space_30": Trial(weights={"free": 30.0}),
-    "free_space_10_pose_lr_2e-3": Trial(config={"pose_lr": 2e-3}, weights={"free": 10.0}),
 }
 
 
@@ -227,7 +223,6 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
             prepare_subject(capture, subject)
         else:
             shutil.copytree(source, subject, ignore=shutil.ignore_patterns("recording", "pina"))
-            (subject / "recording").symlink_to((source / "recording").resolve())
         if trial.edit is not None:
             trial.edit(subject, capture)
         pina_stage(subject, config, "cpu", force=True)

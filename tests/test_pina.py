@@ -12,7 +12,6 @@ import trimesh
 
 from fitting.pina.config import PRESETS, LossWeights, PinaConfig, preset
 from fitting.pina.data import PinaData, canonical_samples, off_surface_samples
-from fitting.pina.losses import free_space
 from fitting.pina.trainer import PinaTrainer
 from rgbd2avatar.body import load_body_model
 from rgbd2avatar.body.skeleton import JOINT_INDEX
@@ -50,14 +49,12 @@ def data(body) -> PinaData:
         points.append(samples.astype(np.float32))
         normals.append(mesh.face_normals[triangles].astype(np.float32))
     off = [off_surface_samples(vertices, faces, 0.05, rng) for vertices in posed]
-    free = [points[sdf > 0][:64] for points, sdf in off]  # outside the naked body: empty space
     canon = canonical_samples(canonical, faces, body.weights.numpy(), rng)
     return PinaData(
         frames=torch.arange(3) * 3, points=torch.from_numpy(np.stack(points)),
         normals=torch.from_numpy(np.stack(normals)), counts=torch.full((3,), 300), poses=poses, trans=trans,
         shape=shape, off_points=torch.from_numpy(np.stack([o[0] for o in off])),
-        off_sdf=torch.from_numpy(np.stack([o[1] for o in off])), free_points=torch.from_numpy(np.stack(free)),
-        free_counts=torch.tensor([len(f) for f in free]), canonical_points=torch.from_numpy(canon[0]),
+        off_sdf=torch.from_numpy(np.stack([o[1] for o in off])), canonical_points=torch.from_numpy(canon[0]),
         canonical_sdf=torch.from_numpy(canon[1]), canonical_weights=torch.from_numpy(canon[2]),
     )  # fmt: skip
 
@@ -127,20 +124,6 @@ def test_a_joint_step_moves_poses_and_both_networks(body, data):
     after = trainer.avatar.state_dict()
     assert not torch.equal(before["sdf.linears.0.weight"], after["sdf.linears.0.weight"])
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("deformer.skinning."))
-
-
-def test_the_free_space_term_joins_the_joint_steps_when_weighted(body, data):
-    config = replace(TINY, pretrain_steps=0, joint_steps=1)
-    assert "free" not in PinaTrainer(body, data, config).train_step()  # PINA's objective by default
-    weighted = replace(config, weights=replace(config.weights, free=1.0))
-    losses = PinaTrainer(body, data, weighted).train_step()
-    assert losses["free"] >= 0 and np.isfinite(losses["free"])
-
-
-def test_the_free_space_term_penalises_only_empty_points_inside_the_avatar():
-    sdf = torch.tensor([[-0.1, 0.2, -0.3], [-0.05, 0.0, 0.4]])
-    found = torch.tensor([[True, True, False], [True, True, True]])
-    assert float(free_space(sdf, found)) == pytest.approx((0.1 + 0.05) / 5)
 
 
 def test_without_pose_optimisation_poses_stay_fixed(body, data):

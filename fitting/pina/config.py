@@ -19,16 +19,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights λ of PINA's objective (Eq. 9–10), of our free-space term and of our two regularisers.
+    """Weights λ of PINA's objective (Eq. 9–10) and of our two regularisers.
 
     Attributes:
         sdf: λ_sdf, mean |SDF(x_d)| of observed points (on-surface, Eq. 10).
         normal: λ_n, mean ‖n_obs − n_d‖ of observed points (Eq. 10).
         off: λ_off, mean |SDF(x_d) − SDF_body(x_d)| of points away from the fitted body (Eq. 11).
         eikonal: λ_eik, mean (‖∇f_sdf(x_c)‖ − 1)² in canonical space (Eq. 12).
-        free: ours: mean max(0, −SDF(x_e)) of points x_e the depth image shows to be empty
-            (beside the silhouette, in front of the surface): what the camera saw through. 0
-            leaves it out (PINA's objective).
         skinning: ours: mean KL divergence of the learned skinning weights from the body model's on
             the canonical body surface, keeping the skinning field anchored while poses move.
         pose: ours: mean squared change of the refined poses (radians) from the body fit.
@@ -38,7 +35,6 @@ class LossWeights:
     normal: float = 0.1
     off: float = 0.1
     eikonal: float = 0.1
-    free: float = 0.0
     skinning: float = 0.1
     pose: float = 1.0
 
@@ -54,8 +50,7 @@ class PinaConfig:
         joint_steps: stage 2, shape, skinning and every frame's pose fitted to the depth frames.
         frames_per_step, points_per_frame: observed points per step (on-surface terms).
         off_points_per_frame: off-surface points per frame and step; eikonal_points: canonical
-            points per step; pretrain_points: canonical samples per pretraining step;
-            free_points_per_frame: free-space points per frame and step.
+            points per step; pretrain_points: canonical samples per pretraining step.
         lr, pose_lr: Adam learning rates of the networks and of the per-frame poses; the network
             rate decays by ``lr_decay`` over each stage (cosine).
         off_margin: off-surface points are those at least this far (m) from the fitted body.
@@ -77,7 +72,6 @@ class PinaConfig:
     frames_per_step: int = 4
     points_per_frame: int = 512
     off_points_per_frame: int = 128
-    free_points_per_frame: int = 128
     eikonal_points: int = 1024
     pretrain_points: int = 4096
     lr: float = 1e-3
@@ -108,8 +102,7 @@ class PinaConfig:
 PRESETS: dict[str, PinaConfig] = {
     "fast": PinaConfig(
         sdf_hidden=96, sdf_layers=5, sdf_freqs=4, skin_hidden=48, pretrain_steps=200, joint_steps=400,
-        frames_per_step=2, points_per_frame=384, off_points_per_frame=96, free_points_per_frame=96,
-        eikonal_points=512,
+        frames_per_step=2, points_per_frame=384, off_points_per_frame=96, eikonal_points=512,
         pretrain_points=2048, lr=2e-3, checkpoint_every=25, mesh_resolution=128,
     ),
     "default": PinaConfig(),

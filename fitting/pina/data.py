@@ -10,14 +10,11 @@ Derived here (no gradients, pseudo ground truth):
 
 - Off-surface samples per frame (Eq. 11): points around the fitted posed body, kept when at
   least ``off_margin`` from it, with their signed distance to it.
-- Free-space samples per frame (ours, not in PINA): points around the fitted posed body that the
-  frame's depth image shows to be empty — in front of every depth measurement around their
-  pixel — whatever the person's shape; the silhouette and the visible depth as a constraint.
 - Pretraining samples in canonical space: points near and around the canonical body mesh with
   their signed distance and the body model's skinning weights at the closest surface point.
 
-Shapes: F frames, N points per frame, M off-surface points per frame, E free-space points per
-frame, Q canonical samples, V vertices, J bones, H × W depth images.
+Shapes: F frames, N points per frame, M off-surface points per frame, Q canonical samples,
+V vertices, J bones.
 """
 
 from __future__ import annotations
@@ -26,12 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 import torch
 
-from capture.calibration import project
 from capture.files import load_npz
-from capture.sequence import CameraIntrinsics, SequenceReader
 from fitting.load import frame_points, preprocessed_frames, subsample
 from rgbd2avatar.body.model import BodyModel
 from rgbd2avatar.errors import UserError
@@ -43,12 +37,6 @@ PRETRAIN_POOL = 60_000
 """Canonical pretraining samples (steps draw from them)."""
 NEAR_SIGMAS = (0.01, 0.05)
 """Standard deviations (m) of the Gaussian offsets from the surface for near-surface samples."""
-FREE_SPACE_POOL = 1024
-"""Free-space samples kept per frame at most (steps draw from them)."""
-FREE_SPACE_SIGMA = 0.05
-"""Standard deviation (m) of the Gaussian offsets from the fitted body of free-space candidates."""
-FREE_SPACE_MARGIN = 0.02
-"""How far (m) in front of every depth measurement around its pixel a point must lie to be empty."""
 
 
 @dataclass
@@ -62,8 +50,6 @@ class PinaData:
         poses, trans: (F, 72), (F, 3) the body fit's poses and translations; shape: (S,).
         off_points: (F, M, 3) posed points away from the fitted body; off_sdf: (F, M) their
             signed distance to it.
-        free_points: (F, E, 3) posed points the depth images show to be empty; rows past
-            ``free_counts`` (F,) long are padding.
         canonical_points: (Q, 3) canonical samples; canonical_sdf: (Q,) their signed distance to
             the canonical body; canonical_weights: (Q, J) the body's skinning weights there.
     """
@@ -77,8 +63,6 @@ class PinaData:
     shape: torch.Tensor
     off_points: torch.Tensor
     off_sdf: torch.Tensor
-    free_points: torch.Tensor
-    free_counts: torch.Tensor
     canonical_points: torch.Tensor
     canonical_sdf: torch.Tensor
     canonical_weights: torch.Tensor
@@ -114,7 +98,6 @@ def load_pina_data(subject: Path, body: BodyModel, max_points: int, off_margin: 
     off_points, off_sdf = zip(
         *(off_surface_samples(vertices, faces, off_margin, rng) for vertices in posed), strict=True
     )
-    free_points, free_counts = _free_space(subject / "recording", frames, posed, rng)
     canonical_points, canonical_sdf, canonical_weights = canonical_samples(
         canonical, faces, body.weights.numpy(), rng
     )
@@ -128,30 +111,10 @@ def load_pina_data(subject: Path, body: BodyModel, max_points: int, off_margin: 
         shape=shape.float(),
         off_points=torch.from_numpy(np.stack(off_points)),
         off_sdf=torch.from_numpy(np.stack(off_sdf)),
-        free_points=free_points,
-        free_counts=free_counts,
         canonical_points=torch.from_numpy(canonical_points),
         canonical_sdf=torch.from_numpy(canonical_sdf),
         canonical_weights=torch.from_numpy(canonical_weights),
     )
-
-
-def _free_space(
-    recording: Path, frames: np.ndarray, posed: np.ndarray, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded (F, E, 3) free-space samples around the (F, V, 3) posed bodies and (F,) counts."""
-    if not recording.is_dir():
-        raise UserError(f"{recording} is missing; run `rgbd2avatar import` again for this subject.")
-    reader = SequenceReader(recording)
-    intrinsics = reader.calibration.depth
-    rows = [
-        free_space_samples(vertices, reader.frame(int(frame), color=False).depth_m, intrinsics, rng)
-        for frame, vertices in zip(frames, posed, strict=True)
-    ]
-    padded = np.zeros((len(rows), FREE_SPACE_POOL, 3), np.float32)
-    for i, points in enumerate(rows):
-        padded[i, : len(points)] = points
-    return torch.from_numpy(padded), torch.tensor([len(points) for points in rows])
 
 
 def _observed_points(
@@ -214,44 +177,6 @@ def off_surface_samples(
         kept_sdf.append(sdf[far])
         total += int(far.sum())
     return np.concatenate(kept_points)[:OFF_SURFACE_POOL], np.concatenate(kept_sdf)[:OFF_SURFACE_POOL]
-
-
-def in_free_space(points: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
-    """Which points a depth image shows to be empty: (N,) bool.
-
-    A point is empty when it projects into the image and lies at least :data:`FREE_SPACE_MARGIN`
-    in front of the depth measured at its pixel and at the 8 around it (the camera saw something
-    behind it there); next to a pixel without a measurement nothing is known.
-
-    Args:
-        points: (N, 3) in the depth camera's frame; depth: (H, W) metres, 0 = no measurement.
-    """
-    nearest = scipy.ndimage.minimum_filter(depth, size=3, mode="constant", cval=0.0)
-    pixels, z = project(points, intrinsics)
-    height, width = depth.shape
-    column, row = np.nan_to_num(np.rint(pixels), nan=-1.0).astype(np.int64).T
-    inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-    measured = np.where(inside, nearest[row.clip(0, height - 1), column.clip(0, width - 1)], 0.0)
-    return inside & (measured > 0) & (z < measured - FREE_SPACE_MARGIN)
-
-
-def free_space_samples(
-    vertices: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics, rng: np.random.Generator
-) -> np.ndarray:
-    """Up to :data:`FREE_SPACE_POOL` points near one posed body that its depth image shows empty.
-
-    Candidates are body vertices moved by Gaussian offsets of σ = :data:`FREE_SPACE_SIGMA`; those
-    the camera saw through (:func:`in_free_space`) are kept: beside the silhouette, between the
-    camera and the surface. The person's clothes and hair can be anywhere the depth did not rule
-    out, so the test needs no body shape.
-
-    Args:
-        vertices: (V, 3) posed body in the depth camera's frame; depth: (H, W) metres.
-    Returns:
-        (E, 3) float32 points, E ≤ FREE_SPACE_POOL.
-    """
-    candidates = _near_samples(vertices, 4 * FREE_SPACE_POOL, FREE_SPACE_SIGMA, rng)
-    return candidates[in_free_space(candidates, depth, intrinsics)][:FREE_SPACE_POOL]
 
 
 def canonical_samples(

@@ -1,4 +1,4 @@
-"""PINA's objective (Eq. 9–12), our free-space term and our two regularisers, one function per term.
+"""PINA's objective (Eq. 9–12) and our two regularisers, one function per term.
 
 Every term is a mean over the points it covers, so the weights of :class:`~fitting.pina.config.
 LossWeights` do not depend on how many points a step draws. Points whose correspondence search
@@ -31,11 +31,6 @@ def normal_agreement(normals: torch.Tensor, observed: torch.Tensor, found: torch
 def off_surface(sdf: torch.Tensor, body_sdf: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
     """L_off (Eq. 11): mean |SDF(x_d) − SDF_body(x_d)| of points away from the fitted body."""
     return masked_mean((sdf - body_sdf).abs(), found)
-
-
-def free_space(sdf: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
-    """Ours: mean max(0, −SDF(x)) of points the depth images show to be empty (none may be inside)."""
-    return masked_mean(torch.relu(-sdf), found)
 
 
 def eikonal(gradients: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,6 @@ class PinaTrainer:
         self.history: list[dict[str, float]] = []
         self.near_rows = (data.canonical_sdf.abs() < NEAR_SURFACE).nonzero()[:, 0].cpu()
         self.counts = data.counts.cpu()
-        self.free_counts = data.free_counts.cpu()
         self.found_fraction = 0.0
 
     def poses(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,19 +217,9 @@ class PinaTrainer:
             "eikonal": losses.eikonal(gradient),
             "skinning": self._skinning_term(self._draw(self.near_rows, config.eikonal_points)),
         }
-        if config.weights.free > 0:
-            terms["free"] = self._free_space_term(frames, pose, translation)
         if config.optimise_poses:
             terms["pose"] = losses.pose_change(pose, data.poses[frames])
         return terms
-
-    def _free_space_term(self, frames: torch.Tensor, pose: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-        """Free-space points of the (B,) drawn frames at their (B, 72) poses and (B, 3) translations."""
-        counts = self.free_counts[frames.cpu()]
-        index = sample_rows(self.generator, counts.clamp(min=1), self.config.free_points_per_frame)
-        points = gather_rows(self.data.free_points, frames, index.to(frames.device))
-        free = self.avatar.posed_sdf(points, pose, trans)
-        return losses.free_space(free.sdf, free.found & (counts > 0).to(frames.device)[:, None])
 
     def state_dict(self) -> dict:
         """Everything needed to continue: networks, poses, Adam, sampler, step, history, config."""
