@@ -11,7 +11,10 @@ applies its change, fits PINA (``--preset``, default ``fast``) and prints and st
 (:func:`rgbd2avatar.bench.pose_accuracy`) and the mean change of translation the fit made. The
 trainer variants here are experiments, not options of the tool: they subclass
 :class:`~fitting.pina.trainer.PinaTrainer` and stand in for it while a trial runs. Trials whose
-name says ``true`` or ``shift`` use the ground truth and are diagnostics only.
+name says ``true`` or ``shift`` use the ground truth and are diagnostics only. The ``seed_*``
+trials (and ``no_pose_opt*``, PINA's ablation) measure how much a result moves with nothing but
+the seed (network initialisation and every sample drawn): compare a trial with that spread, not
+with the baseline's single value.
 
 One trial takes about 2 minutes on a 2-core CPU with ``fast``.
 """
@@ -103,6 +106,35 @@ def warmup_trainer(frozen: float, lr: float) -> type[PinaTrainer]:
     return WarmupTrainer
 
 
+class RowAdamTrainer(PinaTrainer):
+    """Poses stepped by Adam with per-frame moments and step counts (moments of frames not drawn
+    are kept, not decayed), so each draw of a frame moves it by about ``pose_lr``."""
+
+    def _step_drawn_frames(self) -> None:
+        gradient = self.pose_delta.grad
+        if gradient is None:
+            self.optimiser.step()
+            return
+        delta = [self.pose_delta, self.trans_delta]
+        grads = torch.cat([gradient, self.trans_delta.grad], 1)
+        for parameter in delta:
+            parameter.grad = None  # the dense Adam leaves them alone
+        self.optimiser.step()
+        if not hasattr(self, "row_state"):
+            self.row_state = (torch.zeros_like(grads), torch.zeros_like(grads), torch.zeros(len(grads)))
+        first, second, count = self.row_state
+        rows = grads.abs().sum(1) > 0
+        count[rows] += 1
+        first[rows] = 0.9 * first[rows] + 0.1 * grads[rows]
+        second[rows] = 0.999 * second[rows] + 0.001 * grads[rows] ** 2
+        corrected = first[rows] / (1 - 0.9 ** count[rows, None])
+        scale = (second[rows] / (1 - 0.999 ** count[rows, None])).sqrt() + 1e-8
+        step = self.config.pose_lr * corrected / scale
+        with torch.no_grad():
+            self.pose_delta[rows] -= step[:, : gradient.shape[1]]
+            self.trans_delta[rows] -= step[:, gradient.shape[1] :]
+
+
 @contextlib.contextmanager
 def trainer(variant: type[PinaTrainer]) -> Iterator[None]:
     """Fit PINA with ``variant`` in place of :class:`PinaTrainer`."""
@@ -188,6 +220,11 @@ class Trial:
 SPARSE = {"frames_per_step": 8, "points_per_frame": 96, "off_points_per_frame": 24}
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
+    "seed_1": Trial(config={"seed": 1}),
+    "seed_2": Trial(config={"seed": 2}),
+    "no_pose_opt": Trial(config={"optimise_poses": False}),
+    "no_pose_opt_seed_1": Trial(config={"optimise_poses": False, "seed": 1}),
+    "no_pose_opt_seed_2": Trial(config={"optimise_poses": False, "seed": 2}),
     "true_poses": Trial(edit=true_bodies(keep_shape=False)),
     "true_poses_fitted_shape": Trial(edit=true_bodies(keep_shape=True)),
     "depth_shift": Trial(edit=shift_back),
@@ -201,6 +238,8 @@ TRIALS: dict[str, Trial] = {
     "pose_lr_2e-3_preset_batch": Trial(config={"pose_lr": 2e-3}),
     "pose_weight_10": Trial(weights={"pose": 10.0}),
     "clothing_layer": Trial(context=clothing_layer, refit_body=True),
+    "row_adam": Trial(context=lambda: trainer(RowAdamTrainer)),
+    "row_adam_2e-4": Trial(config={"pose_lr": 2e-4}, context=lambda: trainer(RowAdamTrainer)),
 }
 
 

@@ -132,7 +132,9 @@ class PinaTrainer:
         1.51 cm, training Chamfer 0.81 cm); moving the drawn frames only gives 1.30 cm and 0.74 cm
         (``python -m benchmarks.pina_trials baseline`` before and after this change, commit
         b3fc3d4). The held frames' moment estimates still decay, as if they had seen zero
-        gradients; an optimiser with per-row state (sparse gradients) would keep them.
+        gradients. Keeping them instead (per-frame moments and step counts, each draw then moves
+        a frame by about ``pose_lr``) was worse: 0.78 cm at ``pose_lr`` 5e-4 and 0.79 cm at 2e-4
+        (``python -m benchmarks.pina_trials row_adam row_adam_2e-4``).
         """
         gradient = self.pose_delta.grad
         if gradient is None:
