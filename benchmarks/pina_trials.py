@@ -6,7 +6,8 @@ thing changed at a time, scored on the training frames and by its refined poses.
 
 Each trial copies ``bench_out/small/subject`` (without its avatar) to ``bench_out/trials/TRIAL``,
 applies its change, fits PINA (``--preset``, default ``fast``) and prints and stores
-(``benchmarks/results/pina_trials.json``) the reconstruction metrics
+(``benchmarks/results/pina_trials.json``, under ``TRIAL`` for ``fast`` and ``TRIAL:PRESET``
+otherwise) the reconstruction metrics
 (:func:`rgbd2avatar.bench.reconstruction_table`), the refined poses' accuracy
 (:func:`rgbd2avatar.bench.pose_accuracy`) and the mean change of translation the fit made. The
 trainer variants here are experiments, not options of the tool: they subclass
@@ -291,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown trials: {' '.join(unknown)}")
     results = read_json(RESULTS) if RESULTS.exists() else {}
     for name in names:
-        results[name] = run_trial(name, args.preset, args.out)
-        reconstruction = results[name]["reconstruction"]
+        entry = name if args.preset == "fast" else f"{name}:{args.preset}"
+        results[entry] = run_trial(name, args.preset, args.out)
+        reconstruction = results[entry]["reconstruction"]
         print(name, " ".join(f"{key}={value:.4g}" for key, value in reconstruction.items()), flush=True)
         write_json(RESULTS, results)
 
