@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from benchmarks.pose_condition import AVATARS, SMALL
 from capture.files import write_json
 from rgbd2avatar.avatar.meshes import posed_mesh_fast
 from rgbd2avatar.avatar.store import load_avatar
@@ -30,8 +31,6 @@ from rgbd2avatar.bench import evenly_spaced
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.metrics import sample_surface
 
-SMALL = Path("bench_out") / "small"
-AVATARS = ("subject", "subject_no_pose_opt", "subject_gt_poses")
 RESULTS = Path(__file__).resolve().parent / "results" / "error_by_visibility.json"
 RESOLUTION, SAMPLES, FRAMES = 128, 20_000, 6
 GRAZING = 0.2

@@ -111,18 +111,19 @@ class RowAdamTrainer(PinaTrainer):
     """Poses stepped by Adam with per-frame moments and step counts (moments of frames not drawn
     are kept, not decayed), so each draw of a frame moves it by about ``pose_lr``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rows = torch.cat([self.pose_delta, self.trans_delta], 1).detach()
+        self.row_state = (torch.zeros_like(rows), torch.zeros_like(rows), torch.zeros(len(rows)))
+
     def _step_drawn_frames(self) -> None:
         gradient = self.pose_delta.grad
         if gradient is None:
             self.optimiser.step()
             return
-        delta = [self.pose_delta, self.trans_delta]
         grads = torch.cat([gradient, self.trans_delta.grad], 1)
-        for parameter in delta:
-            parameter.grad = None  # the dense Adam leaves them alone
+        self.pose_delta.grad = self.trans_delta.grad = None  # the dense Adam leaves them alone
         self.optimiser.step()
-        if not hasattr(self, "row_state"):
-            self.row_state = (torch.zeros_like(grads), torch.zeros_like(grads), torch.zeros(len(grads)))
         first, second, count = self.row_state
         rows = grads.abs().sum(1) > 0
         count[rows] += 1

@@ -31,7 +31,8 @@ import torch
 import trimesh
 
 from capture.files import load_npz, read_json, save_npz
-from rgbd2avatar.avatar.meshes import posed_mesh_fast
+from rgbd2avatar.avatar.meshes import posed_mesh_fast, posed_meshes
+from rgbd2avatar.avatar.store import StoredAvatar
 from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
@@ -357,28 +358,43 @@ def animation_table(
         with torch.no_grad():
             posed = subject.posed(poses, trans)
             fitted = body(poses, torch.from_numpy(fits["shape"]), trans).vertices if body else None
+        animated = {
+            label: meshes
+            for method, avatar in stored.items()
+            for label, meshes in _held_out_meshes(
+                method, avatar, poses, trans, protocol.mesh_resolution, method in own_condition
+            ).items()
+        }
         for i in range(len(frames)):
             truth = (posed.clothed[i].numpy(), faces)
             methods = {"naked_body_gt": (posed.body[i].numpy(), faces)}
             if fitted is not None:
                 methods["naked_body_fitted"] = (fitted[i].numpy(), body.faces.numpy())
-            for method, avatar in stored.items():
-                pose, translation = poses[i].to(avatar.poses), trans[i].to(avatar.poses)
-                conditions = {method: avatar.mean_pose()}
-                if method in own_condition:
-                    conditions[f"{method}_own_condition"] = pose
-                for name, condition in conditions.items():
-                    mesh = posed_mesh_fast(
-                        avatar.avatar, pose, translation, protocol.mesh_resolution, condition
-                    )
-                    methods[name] = (mesh.vertices, mesh.faces)
+            methods |= {label: meshes[i] for label, meshes in animated.items()}
             for method, mesh in methods.items():
                 rows.setdefault(method, []).append(mesh_metrics(mesh, truth, num_samples=protocol.samples))
     return {method: average(values) for method, values in rows.items()}
 
 
-def _load(workspace: Path):
-    """The fitted avatar of a workspace (a ``StoredAvatar``), on the default device."""
+def _held_out_meshes(
+    method: str, stored: StoredAvatar, poses: torch.Tensor, trans: torch.Tensor, resolution: int, own: bool
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Fast posed meshes of one avatar for (F, 72) poses and (F, 3) translations: under
+    ``method`` with the training poses' mean as the SDF's condition (one canonical extraction for
+    all frames), and with ``own`` also under ``<method>_own_condition`` with each frame's pose."""
+    poses, trans = poses.to(stored.poses), trans.to(stored.poses)
+    conditions = {method: stored.mean_pose()} | ({f"{method}_own_condition": None} if own else {})
+    return {
+        label: [
+            (mesh.vertices, mesh.faces)
+            for mesh in posed_meshes(stored.avatar, poses, trans, resolution, condition=condition)
+        ]
+        for label, condition in conditions.items()
+    }
+
+
+def _load(workspace: Path) -> StoredAvatar:
+    """The fitted avatar of a workspace, on the default device."""
     from rgbd2avatar.avatar.store import load_avatar
     from rgbd2avatar.devices import resolve_device
 
