@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import open3d as o3d
 import torch
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -60,6 +59,14 @@ class ClosestPoints:
     distances: np.ndarray | torch.Tensor
 
 
+def _open3d():
+    """open3d, imported on first use: it takes a second to load, and code that only imports this
+    module (e.g. a GPU machine running the optimisation on prepared data) need not have it."""
+    import open3d
+
+    return open3d
+
+
 class MeshQuery:
     """Distance queries against one triangle mesh; build it once, query it many times.
 
@@ -73,6 +80,7 @@ class MeshQuery:
         self.faces = to_numpy(faces, np.uint32)
         if len(self.faces) == 0:
             raise ValueError("a distance query needs a mesh with at least one triangle")
+        o3d = _open3d()
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(o3d.core.Tensor(self.vertices), o3d.core.Tensor(self.faces))
         self.face_normals = face_normals(self.vertices, self.faces)
@@ -80,7 +88,7 @@ class MeshQuery:
     def closest_points(self, points: np.ndarray) -> ClosestPoints:
         """Closest surface points of (N, 3) points, as numpy arrays."""
         points = to_numpy(points, np.float32)
-        found = self.scene.compute_closest_points(o3d.core.Tensor(points))
+        found = self.scene.compute_closest_points(_open3d().core.Tensor(points))
         closest = found["points"].numpy()
         uv = found["primitive_uvs"].numpy()  # weights of the 2nd and 3rd vertex
         return ClosestPoints(
@@ -99,7 +107,7 @@ class MeshQuery:
         origins = np.repeat(points, r, axis=0)  # (N·R, 3), ray i = point i // R, direction i % R
         directions = np.tile(SIGN_RAYS, (n, 1))
         rays = np.concatenate([origins, directions], 1)
-        hits = self.scene.list_intersections(o3d.core.Tensor(rays))
+        hits = self.scene.list_intersections(_open3d().core.Tensor(rays))
         ray_ids = hits["ray_ids"].numpy().astype(np.int64)
         normals = self.face_normals[hits["primitive_ids"].numpy().astype(np.int64)]
         crossing = np.sign(np.einsum("hk,hk->h", directions[ray_ids], normals))  # +1 leaving, −1 entering

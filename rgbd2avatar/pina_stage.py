@@ -24,7 +24,7 @@ import torch
 
 from capture.files import save_npz, sha256_file, write_json
 from fitting.pina.config import PinaConfig
-from fitting.pina.data import load_pina_data
+from fitting.pina.data import PinaData, load_pina_data
 from fitting.pina.trainer import PinaTrainer
 from rgbd2avatar.avatar.meshes import canonical_mesh
 from rgbd2avatar.avatar.store import save_avatar
@@ -62,10 +62,31 @@ def run_pina(
     Returns:
         The summary written to ``train.json``.
     """
-    out = subject / "pina"
+    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed)
+    signature = input_signature(subject, config, device)
+    return optimise_avatar(subject / "pina", data, body, config, device, signature, model_dir, gender, report)
+
+
+def optimise_avatar(
+    out: Path,
+    data: PinaData,
+    body: BodyModel,
+    config: PinaConfig,
+    device: torch.device,
+    signature: str,
+    model_dir: str | None = None,
+    gender: str = "neutral",
+    report: Callable[[int, int], None] | None = None,
+) -> dict:
+    """PINA on prepared observations: optimise (or resume from ``out/checkpoint.pt`` when its
+    ``signature`` matches) and write the avatar, poses, canonical mesh and ``train.json`` to ``out``.
+
+    Returns:
+        The summary written to ``train.json``.
+    """
     checkpoint = out / "checkpoint.pt"
-    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed).to(device)
-    trainer = PinaTrainer(body.to(device), data, config, input_signature(subject, config, device))
+    data = data.to(device)
+    trainer = PinaTrainer(body.to(device), data, config, signature)
     if trainer.resume(checkpoint):
         log.info("resuming from %s at step %d of %d", checkpoint, trainer.step, config.total_steps)
     first_step = trainer.step

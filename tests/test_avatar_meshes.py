@@ -177,3 +177,9 @@ def test_the_sdf_condition_is_separate_from_the_pose_skinned_to(avatar, body, mi
     thick = posed_mesh_fast(avatar, pose, trans, resolution=32)
     gap = MeshQuery(meshes[0].vertices, meshes[0].faces).signed_distance(thick.vertices)
     assert abs(np.median(gap) - shell) < 0.2 * shell  # the own condition's surface stands further out
+
+
+def test_avatar_transforms_are_the_bodys_canonical_to_posed(avatar, body, mild_pose):
+    pose, trans = mild_pose[0][None], mild_pose[1][None]
+    expected = body.canonical_to_posed(pose, avatar.shape, trans)
+    assert torch.allclose(avatar.transforms(pose, trans), expected, atol=1e-6)

@@ -146,3 +146,37 @@ def test_moving_params_moves_the_body_rigidly(body):
     moved_pose, moved_trans = body.move_params(pose, trans, rotation, offset)
     expected = body(pose, None, trans).vertices @ rotation.T + offset
     assert torch.allclose(body(moved_pose, None, moved_trans).vertices, expected, atol=1e-4)
+
+
+def test_joints_and_transforms_alone_match_the_posed_body(body):
+    shape = body.default_shape + 0.1
+    pose = 0.4 * torch.randn(3, 72, generator=torch.Generator().manual_seed(5))
+    trans = torch.randn(3, 3, generator=torch.Generator().manual_seed(6))
+    joints = body.rest_joints(shape)
+    assert torch.allclose(joints, body.rest(shape)[1])
+    assert torch.allclose(
+        body.joint_transforms(pose, joints, trans), body(pose, shape, trans).transforms, atol=1e-6
+    )
+    canonical_transforms = body.canonical(shape).transforms
+    assert torch.allclose(
+        body.canonical_inverse(joints) @ canonical_transforms, torch.eye(4).expand(1, 24, 4, 4), atol=1e-5
+    )
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_body_poses_on_every_device(body, device):
+    """Everything a forward pass makes lives on the body's device (CUDA when a GPU is present)."""
+    pose = 0.4 * torch.randn(2, 72, generator=torch.Generator().manual_seed(7))
+    shape, trans = body.default_shape + 0.1, torch.randn(2, 3, generator=torch.Generator().manual_seed(8))
+    moved = body.to(device)
+    try:
+        out = moved(pose.to(device), shape.to(device), trans.to(device))
+        transforms = moved.canonical_to_posed(pose.to(device), shape.to(device), trans.to(device))
+    finally:
+        body.to("cpu")
+    expected = body(pose, shape, trans)
+    assert torch.allclose(out.vertices.cpu(), expected.vertices, atol=1e-5)
+    assert torch.allclose(transforms.cpu(), body.canonical_to_posed(pose, shape, trans), atol=1e-5)

@@ -81,6 +81,11 @@ class Avatar(torch.nn.Module):
         self.register_buffer("shape", shape.detach().clone().float())
         with torch.no_grad():
             canonical = body.canonical(self.shape).vertices[0]
+            joints = body.rest_joints(self.shape)
+        # The shape is fixed: its rest joints and canonical transforms are computed once (not
+        # stored, they follow from the body and the shape).
+        self.register_buffer("rest_joints", joints, persistent=False)
+        self.register_buffer("canonical_inverse", body.canonical_inverse(joints), persistent=False)
         low = canonical.min(0).values - BOUNDS_PADDING
         high = canonical.max(0).values + BOUNDS_PADDING
         self.register_buffer("bounds", torch.stack([low, high]))
@@ -103,7 +108,7 @@ class Avatar(torch.nn.Module):
 
     def transforms(self, pose: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
         """Canonical→posed bone transforms B_j: (B, 72), (B, 3) → (B, J, 4, 4), differentiable."""
-        return self.body.canonical_to_posed(pose, self.shape, trans)
+        return self.body.joint_transforms(pose, self.rest_joints, trans) @ self.canonical_inverse
 
     def canonical_sdf(self, points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """f_sdf(x_c, p): (B, N, 3) canonical points, (B, 72) poses → (B, N)."""

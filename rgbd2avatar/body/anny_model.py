@@ -148,10 +148,12 @@ def cache_path() -> Path:
 # ----------------------------------------------------------------------------- phenotypes
 
 
-def variation_anchors(count: int, name: str, dtype: torch.dtype) -> torch.Tensor:
+def variation_anchors(
+    count: int, name: str, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Interpolation anchors of one variation: evenly spaced on [0, 1] (age: on [−1/3, 1])."""
     start = -1.0 / 3.0 if name == "age" else 0.0
-    return torch.linspace(start, 1.0, count, dtype=dtype)
+    return torch.linspace(start, 1.0, count, dtype=dtype, device=device)
 
 
 def hat_weights(value: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -166,7 +168,7 @@ def hat_weights(value: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     upper = torch.searchsorted(anchors, value.contiguous()).clamp(1, len(anchors) - 1)
     lo, hi = anchors[upper - 1], anchors[upper]
     alpha = (value - lo) / (hi - lo)
-    rows = torch.arange(value.shape[0])
+    rows = torch.arange(value.shape[0], device=value.device)
     weights = value.new_zeros(value.shape[0], len(anchors))
     weights = weights.index_put((rows, upper - 1), 1.0 - alpha)
     return weights.index_put((rows, upper), alpha, accumulate=True)
@@ -189,7 +191,7 @@ def variation_weights(phenotypes: torch.Tensor) -> torch.Tensor:
         value = (
             phenotypes[:, PHENOTYPES.index(name)] if name in PHENOTYPES else phenotypes.new_full((n,), 0.5)
         )
-        groups.append(hat_weights(value, variation_anchors(count, name, phenotypes.dtype)))
+        groups.append(hat_weights(value, variation_anchors(count, name, phenotypes.dtype, phenotypes.device)))
     return torch.cat(groups, 1)
 
 

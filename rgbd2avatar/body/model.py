@@ -120,11 +120,16 @@ class BodyModel(torch.nn.Module):
         Returns:
             vertices (F, V, 3) and joints (F, J, 3); F = 1 for a single shape.
         """
-        shape = self._batched_shape(shape)
-        coeffs = self.coefficients(shape)
+        coeffs = self.coefficients(self._batched_shape(shape))
         verts = self.v_template + torch.einsum("vkc,fc->fvk", self.shapedirs, coeffs)
-        joints = self.j_template + torch.einsum("jkc,fc->fjk", self.joint_shapedirs, coeffs)
-        return verts, joints
+        return verts, self._rest_joints(coeffs)
+
+    def rest_joints(self, shape: torch.Tensor | None = None) -> torch.Tensor:
+        """Rest-pose joints of the given shapes, without the vertices: (S,) or (F, S) → (F, J, 3)."""
+        return self._rest_joints(self.coefficients(self._batched_shape(shape)))
+
+    def _rest_joints(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return self.j_template + torch.einsum("jkc,fc->fjk", self.joint_shapedirs, coeffs)
 
     def forward(
         self, pose: torch.Tensor, shape: torch.Tensor | None = None, trans: torch.Tensor | None = None
@@ -144,11 +149,7 @@ class BodyModel(torch.nn.Module):
         rots = lbs.axis_angle_to_matrix(pose.reshape(n, NUM_JOINTS, 3))
         if self.posedirs.numel():
             verts = verts + (lbs.pose_feature(rots) @ self.posedirs).reshape(n, -1, 3)
-        world = lbs.forward_kinematics(rots, joints, self.parents)
-        transforms = lbs.relative_transforms(world, joints)
-        if trans is not None:
-            transforms = transforms.clone()
-            transforms[..., :3, 3] = transforms[..., :3, 3] + trans[:, None]
+        transforms, world = self._bone_transforms(rots, joints, trans)
         posed = lbs.skin_points(verts, self.weights, transforms)
         return BodyOutput(vertices=posed, joints=transforms_joints(world, trans), transforms=transforms)
 
@@ -170,9 +171,40 @@ class BodyModel(torch.nn.Module):
             share a vertex agree (everywhere but near the hips, whose canonical rotation is
             ±30°), and up to a small blending difference there.
         """
-        posed = self.forward(pose, shape, trans).transforms
-        canon = self.canonical(shape).transforms
-        return posed @ torch.linalg.inv(canon)
+        joints = self.rest_joints(shape)
+        return self.joint_transforms(pose, joints, trans) @ self.canonical_inverse(joints)
+
+    def joint_transforms(
+        self, pose: torch.Tensor, joints: torch.Tensor, trans: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rest→posed bone transforms A(pose) of bodies with the given rest joints, without
+        posing any vertex (the transforms of :meth:`forward`).
+
+        Args:
+            pose: (F, 72); joints: (1 or F, J, 3) rest joints (:meth:`rest_joints`); trans: (F, 3) or None.
+        Returns:
+            (F, J, 4, 4).
+        """
+        n = pose.shape[0]
+        rots = lbs.axis_angle_to_matrix(pose.reshape(n, NUM_JOINTS, 3))
+        return self._bone_transforms(rots, joints.expand(n, -1, -1), trans)[0]
+
+    def canonical_inverse(self, joints: torch.Tensor) -> torch.Tensor:
+        """A(canonical)⁻¹ of bodies with rest joints (1 or F, J, 3): (1 or F, J, 4, 4)."""
+        canonical = canonical_pose(joints.dtype, joints.device)[None].expand(joints.shape[0], -1)
+        return torch.linalg.inv(self.joint_transforms(canonical, joints))
+
+    def _bone_transforms(
+        self, rots: torch.Tensor, joints: torch.Tensor, trans: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relative bone transforms (F, J, 4, 4), the translation added, and the joint frames
+        (F, J, 4, 4) of (F, J, 3, 3) joint rotations about (F, J, 3) rest joints."""
+        world = lbs.forward_kinematics(rots, joints, self.parents)
+        transforms = lbs.relative_transforms(world, joints)
+        if trans is not None:
+            transforms = transforms.clone()
+            transforms[..., :3, 3] = transforms[..., :3, 3] + trans[:, None]
+        return transforms, world
 
     def move_params(
         self,
@@ -192,7 +224,7 @@ class BodyModel(torch.nn.Module):
         Returns:
             pose (F, 72) and trans (F, 3) of the moved bodies.
         """
-        pelvis = self.rest(shape)[1][:, 0]  # (1 or F, 3)
+        pelvis = self.rest_joints(shape)[:, 0]  # (1 or F, 3)
         root = rotation @ lbs.axis_angle_to_matrix(pose[:, :3])
         moved = pose.clone()
         moved[:, :3] = lbs.matrix_to_axis_angle(root)
