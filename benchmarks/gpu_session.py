@@ -307,24 +307,32 @@ def fit(folder: Path, name: str, device: torch.device, out: Path) -> dict[str, A
     return {key: value for key, value in summary.items() if key not in ("history", "config")}
 
 
-def run(folder: Path, out: Path, budget: float, device_name: str) -> dict[str, Any]:
-    """The GPU session's tasks, most wanted first, within ``budget`` seconds."""
+TASKS = ("search", "steps", "profile", "meshes", "fits")
+
+
+def run(folder: Path, out: Path, budget: float, device_name: str, tasks: tuple[str, ...] = TASKS) -> dict:
+    """The GPU session's ``tasks`` (of :data:`TASKS`), most wanted first, within ``budget`` seconds;
+    ``profile`` and ``meshes`` use the ``default`` trainer of ``steps``."""
     device = torch.device(device_name)
     out.mkdir(parents=True, exist_ok=True)
     session = Session(out, budget)
-    session.task("search", lambda: search_throughput(device))
+    if "search" in tasks:
+        session.task("search", lambda: search_throughput(device))
     trainers: dict[str, Any] = {}
 
     def timing(name: str) -> dict[str, float]:
         seconds, trainers[name] = step_seconds(folder, name, device)
         return seconds
 
-    steps = {name: session.task(f"steps_{name}", lambda name=name: timing(name)) for name in PRESETS}
-    if "default" in trainers:
+    steps = {}
+    if "steps" in tasks:
+        steps = {name: session.task(f"steps_{name}", lambda name=name: timing(name)) for name in PRESETS}
+    if "default" in trainers and "profile" in tasks:
         session.task("profile", lambda: profile_steps(trainers["default"], device, out))
+    if "default" in trainers and "meshes" in tasks:
         session.task("meshes", lambda: mesh_timings(trainers["default"].avatar, device, out))
     trainers.clear()
-    for name in FITS:
+    for name in FITS if "fits" in tasks else ():
         if steps.get(name) and steps[name]["predicted_fit_seconds"] * SAFETY < session.left():
             session.task(f"fit_{name}", lambda name=name: fit(folder, name, device, out))
         else:
@@ -380,13 +388,14 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("out", type=Path)
     run_parser.add_argument("--budget", type=float, default=400.0, help="seconds for all tasks")
     run_parser.add_argument("--device", default="cuda")
+    run_parser.add_argument("--tasks", nargs="+", choices=TASKS, default=TASKS, help="which tasks to run")
     evaluate_parser = commands.add_parser("evaluate", help="accuracy of the GPU avatars (CPU)")
     evaluate_parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.folder)
     elif args.command == "run":
-        run(args.folder, args.out, args.budget, args.device)
+        run(args.folder, args.out, args.budget, args.device, tuple(args.tasks))
     else:
         evaluate(args.out)
 
