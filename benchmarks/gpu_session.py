@@ -30,7 +30,6 @@ Shapes: F frames, V vertices, T triangles.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import time
@@ -43,8 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from capture.files import load_npz, read_json, sha256_file, write_json
-from fitting.pina.config import PRESETS, PinaConfig, preset
+from capture.files import load_npz, read_json, write_json
+from fitting.pina.config import PRESETS, preset
 from fitting.pina.data import PinaData
 
 BENCH = Path("bench_out") / "small"
@@ -159,14 +158,6 @@ def search_throughput(device: torch.device) -> dict[str, Any]:
 
 def load_data(folder: Path) -> PinaData:
     return PinaData(**torch.load(folder / DATA_FILE, weights_only=True))
-
-
-def signature(folder: Path, config: PinaConfig, device: torch.device) -> str:
-    """What a checkpoint of ``run`` was computed from (as :func:`rgbd2avatar.pina_stage.input_signature`)."""
-    digest = hashlib.sha256(sha256_file(folder / DATA_FILE).encode())
-    digest.update(repr(sorted(config.to_dict().items())).encode())
-    digest.update(device.type.encode())
-    return digest.hexdigest()
 
 
 def step_seconds(folder: Path, name: str, device: torch.device) -> tuple[dict[str, float], Any]:
@@ -290,7 +281,7 @@ def mesh_evaluations(mesh: Any) -> int:
 def fit(folder: Path, name: str, device: torch.device, out: Path) -> dict[str, Any]:
     """A whole fit of a preset through :func:`rgbd2avatar.pina_stage.optimise_avatar`."""
     from rgbd2avatar.body import load_body_model
-    from rgbd2avatar.pina_stage import optimise_avatar
+    from rgbd2avatar.pina_stage import files_signature, optimise_avatar
 
     config = preset(name)
     (out / name).mkdir(parents=True, exist_ok=True)
@@ -300,7 +291,7 @@ def fit(folder: Path, name: str, device: torch.device, out: Path) -> dict[str, A
         load_body_model("anny"),
         config,
         device,
-        signature(folder, config, device),
+        files_signature([folder / DATA_FILE], config, device),
     )
     (out / name / "checkpoint.pt").unlink(missing_ok=True)
     (out / name / "canonical.ply").unlink(missing_ok=True)

@@ -220,6 +220,9 @@ class Trial:
 
 
 SPARSE = {"frames_per_step": 8, "points_per_frame": 96, "off_points_per_frame": 24}
+BATCH_4X = {"frames_per_step": 8, "points_per_frame": 1024, "off_points_per_frame": 256}
+"""Four times the ``default`` preset's points per joint step (nearly free on a GPU)."""
+
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "seed_1": Trial(config={"seed": 1}),
@@ -242,6 +245,9 @@ TRIALS: dict[str, Trial] = {
     "clothing_layer": Trial(context=clothing_layer, refit_body=True),
     "row_adam": Trial(context=lambda: trainer(RowAdamTrainer)),
     "row_adam_2e-4": Trial(config={"pose_lr": 2e-4}, context=lambda: trainer(RowAdamTrainer)),
+    "joint_3000": Trial(config={"joint_steps": 3000}),
+    "batch_4x": Trial(config=BATCH_4X),
+    "batch_4x_seed_1": Trial(config=BATCH_4X | {"seed": 1}),
 }
 
 

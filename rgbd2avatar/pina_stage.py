@@ -40,8 +40,15 @@ LOG_EVERY = 50
 
 def input_signature(subject: Path, config: PinaConfig, device: torch.device) -> str:
     """Identifies what a checkpoint was computed from: the body fits, the kept frames, the device."""
+    return files_signature(
+        [subject / "body_fit" / "fits.npz", subject / "preprocess" / "index.json"], config, device
+    )
+
+
+def files_signature(paths: list[Path], config: PinaConfig, device: torch.device) -> str:
+    """A digest of the files' contents, the configuration and the device type."""
     digest = hashlib.sha256()
-    for path in (subject / "body_fit" / "fits.npz", subject / "preprocess" / "index.json"):
+    for path in paths:
         digest.update(sha256_file(path).encode())
     digest.update(repr(sorted(config.to_dict().items())).encode())
     digest.update(device.type.encode())
