@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from rgbd2avatar.devices import synchronize
+
 BATCH = 64
 REPEATS = 20
 COLD_BUILD = (
@@ -53,13 +55,11 @@ def forward_throughput(device: torch.device) -> float:
     trans = torch.zeros(BATCH, 3, device=device)
     with torch.no_grad():
         body(pose, None, trans)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(REPEATS):
             body(pose, None, trans)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
     return BATCH * REPEATS / (time.perf_counter() - start)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from rgbd2avatar.avatar.deformer import ForwardDeformer
 from rgbd2avatar.avatar.networks import SkinningNetwork, pretrain_skinning
+from rgbd2avatar.devices import synchronize
 from rgbd2avatar.motion import builtin_motion
 
 POINTS = 10_000
@@ -29,11 +30,6 @@ PADDING = 0.15
 PRETRAIN_STEPS = 300
 POSES = {"squat_bottom": ("squat", 60), "walk_stride": ("walk", 12)}
 """Benchmark pose → (built-in motion, frame)."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def skinning_network(points: torch.Tensor, weights: torch.Tensor) -> tuple[SkinningNetwork, dict]:
@@ -63,10 +59,10 @@ def measure(deformer: ForwardDeformer, xc: torch.Tensor, tfs: torch.Tensor) -> d
     with torch.no_grad():
         xd = deformer.skin(xc, tfs)
     deformer.search(xd[:, :256], tfs)  # warm-up
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     candidates, valid = deformer.search(xd, tfs)
-    _sync(device)
+    synchronize(device)
     search_s = time.perf_counter() - start
     recovered = (((candidates - xc[:, :, None]).norm(dim=-1) < 1e-4) & valid).any(-1)
 
@@ -74,7 +70,7 @@ def measure(deformer: ForwardDeformer, xc: torch.Tensor, tfs: torch.Tensor) -> d
     start = time.perf_counter()
     attached, valid_g = deformer.correspondences(xd_grad, tfs)
     (attached * valid_g[..., None]).sum().backward()
-    _sync(device)
+    synchronize(device)
     with_grad_s = time.perf_counter() - start
     points = xc.shape[1]
     return {
@@ -87,23 +83,32 @@ def measure(deformer: ForwardDeformer, xc: torch.Tensor, tfs: torch.Tensor) -> d
     }
 
 
-def run() -> dict:
+def benchmark_inputs() -> tuple[SkinningNetwork, dict, torch.Tensor, dict[str, torch.Tensor]]:
+    """The pretrained skinning network and its fit's numbers, the (1, N, 3) canonical points and
+    the (1, J, 4, 4) bone transforms of each benchmark pose (CPU)."""
     from rgbd2avatar.body import load_body_model
 
-    default_threads = torch.get_num_threads()
-    results: dict = {"points": POINTS, "candidates": 9, "load_average_start": os.getloadavg()[0]}
     body = load_body_model("anny")
     with torch.no_grad():
         canonical = body.canonical().vertices[0]
     net, fit = skinning_network(canonical, body.weights)
-    results.update(fit)
     gen = torch.Generator().manual_seed(1)
     rows = torch.randint(len(canonical), (POINTS,), generator=gen)
     xc = (canonical[rows] + 0.01 * torch.randn(POINTS, 3, generator=gen))[None]
+    transforms = {}
     for name, (motion, frame) in POSES.items():
         pose = torch.from_numpy(builtin_motion(motion).poses[frame : frame + 1])
         with torch.no_grad():
-            tfs = body.canonical_to_posed(pose)
+            transforms[name] = body.canonical_to_posed(pose)
+    return net, fit, xc, transforms
+
+
+def run() -> dict:
+    default_threads = torch.get_num_threads()
+    results: dict = {"points": POINTS, "candidates": 9, "load_average_start": os.getloadavg()[0]}
+    net, fit, xc, transforms = benchmark_inputs()
+    results.update(fit)
+    for name, tfs in transforms.items():
         for threads in sorted({1, default_threads}):
             torch.set_num_threads(threads)
             results[f"{name}_cpu_{threads}_threads"] = measure(ForwardDeformer(net), xc, tfs)

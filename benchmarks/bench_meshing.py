@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from rgbd2avatar.devices import synchronize
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.meshing import MeshResult, dense_grid_mesh, extract_mesh
 
@@ -88,8 +89,7 @@ class TimedSdf:
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         values = self.sdf(points)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(self.device)
         self.seconds += time.perf_counter() - start
         return values
 

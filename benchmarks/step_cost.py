@@ -27,6 +27,7 @@ from fitting.pina.config import preset
 from fitting.pina.data import load_pina_data
 from fitting.pina.trainer import PinaTrainer
 from rgbd2avatar.body import load_body_model
+from rgbd2avatar.devices import synchronize
 
 SUBJECT = Path("bench_out") / "small" / "subject"
 PRETRAIN, WARMUP, COUNTED = 10, 5, 5
@@ -64,6 +65,16 @@ def _caller() -> str:
     return "autograd engine"
 
 
+def seconds_per_step(trainer: PinaTrainer, until: int, device: torch.device) -> float:
+    """Run the trainer up to step ``until``; wall-clock seconds per step it took."""
+    first = trainer.step
+    synchronize(device)
+    start = time.perf_counter()
+    trainer.run(until=until)
+    synchronize(device)
+    return (time.perf_counter() - start) / (until - first)
+
+
 def measure(preset_name: str, steps: int, device: torch.device, subject: Path = SUBJECT) -> dict[str, Any]:
     """Seconds per joint step and operators per joint step (total and by caller)."""
     body = load_body_model("anny")
@@ -71,13 +82,7 @@ def measure(preset_name: str, steps: int, device: torch.device, subject: Path = 
     data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed)
     trainer = PinaTrainer(body.to(device), data.to(device), config)
     trainer.run(until=PRETRAIN + WARMUP)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    trainer.run(until=PRETRAIN + WARMUP + steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = seconds_per_step(trainer, PRETRAIN + WARMUP + steps, device)
     with OperatorCount() as counter:
         trainer.run()
     per_step = {name: count / COUNTED for name, count in counter.counts.most_common()}

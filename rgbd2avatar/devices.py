@@ -22,3 +22,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} asks for CUDA but no CUDA GPU is available; use --device cpu.")
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), e.g. before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
