@@ -36,12 +36,16 @@ import numpy as np
 import torch
 
 from capture.files import load_npz, read_json, save_npz, write_json
+from fitting.pina.data import gather_rows
+from fitting.pina.losses import masked_mean
 from fitting.pina.trainer import PinaTrainer
 
 BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
 CLOTHING = 0.02
 """Metres of the ``clothing_layer`` trial's fixed clothing thickness."""
+DENSEPOSE_PX = 4.0
+"""Pixels: the noise σ the ``densepose_2d`` trial weights its reprojected correspondences by."""
 
 
 def temporal_basis(frames: int, terms: int) -> torch.Tensor:
@@ -137,6 +141,39 @@ class RowAdamTrainer(PinaTrainer):
             self.trans_delta[rows] -= step[:, gradient.shape[1] :]
 
 
+def weighted_trainer(weighting: Callable[[torch.Tensor], torch.Tensor]) -> type[PinaTrainer]:
+    """The on-surface term as a weighted mean: ``weighting(grazing)`` per observed point, with
+    grazing = 1 − |cos| of the angle between its PCA normal and its viewing ray (0 facing the
+    camera, 1 at the silhouette)."""
+
+    class WeightedTrainer(PinaTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            points, normals = self.data.points, self.data.normals
+            facing = (normals * points).sum(-1).abs() / points.norm(dim=-1).clamp_min(1e-6)
+            self.point_weights = weighting(1 - facing.clamp(0, 1))
+
+        def _on_surface_term(self, sdf, found, frames, rows):
+            weights = gather_rows(self.point_weights, frames, rows) * found
+            return (sdf.abs() * weights).sum() / weights.sum().clamp_min(1e-12)
+
+    return WeightedTrainer
+
+
+def huber_trainer(beta: float) -> type[PinaTrainer]:
+    """The on-surface term as 2 · smooth-L1 with quadratic zone ``beta`` (m): a mean rather than a
+    median of each surface patch's observations (slope 1 at |SDF| = beta / 2)."""
+
+    class HuberTrainer(PinaTrainer):
+        def _on_surface_term(self, sdf, found, frames, rows):
+            cost = 2 * torch.nn.functional.smooth_l1_loss(
+                sdf, torch.zeros_like(sdf), reduction="none", beta=beta
+            )
+            return masked_mean(cost, found)
+
+    return HuberTrainer
+
+
 @contextlib.contextmanager
 def trainer(variant: type[PinaTrainer]) -> Iterator[None]:
     """Fit PINA with ``variant`` in place of :class:`PinaTrainer`."""
@@ -181,6 +218,78 @@ def clothing_layer() -> Iterator[None]:
         mock.patch.object(fit, "densepose_cost", densepose_cost),
     ):
         yield
+
+
+@contextlib.contextmanager
+def densepose_2d() -> Iterator[None]:
+    """``fit-body``'s DensePose term in the colour image instead of in 3D: each labelled point's
+    body surface point projected through the colour camera against the point's own projection
+    (σ = :data:`DENSEPOSE_PX`), which leaves the depth along the ray, and so the clothing's
+    thickness, to ICP."""
+    from fitting import body_fit as fit
+
+    original = fit.data_terms
+
+    def data_terms(ctx, targets, posed, matches):
+        without = replace(ctx, weights=replace(ctx.weights, densepose=0.0))
+        terms = original(without, targets, posed, matches)
+        corners = fit.gather_rows(posed.vertices, targets.dp_corners)
+        surface = (corners * targets.dp_barycentrics[..., None]).sum(-2)
+        (body_pixels, seen), (pixels, observed) = (
+            fit.to_color_pixels(ctx, points) for points in (surface, targets.dp_points)
+        )
+        squared = ((body_pixels - pixels) ** 2).sum(-1)
+        robust = fit.geman_mcclure(squared, ctx.options.robust_scale_px)
+        terms["densepose"] = fit.masked_mean(robust, targets.dp_valid & seen & observed) / DENSEPOSE_PX**2
+        return terms
+
+    with mock.patch.object(fit, "data_terms", data_terms):
+        yield
+
+
+def fixed_layer(metres: float) -> Callable[[], contextlib.AbstractContextManager]:
+    """``fit-body``'s depth correction with a given clothing layer instead of the estimated one."""
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        from fitting import body_fit as fit
+        from fitting.depth_offset import DepthOffset
+
+        calls = iter([metres])
+
+        def depth_offset_of(body, obs, fitted):
+            return DepthOffset(next(calls, 0.0), torch.zeros(0), torch.zeros(0), 0)
+
+        with mock.patch.object(fit, "depth_offset_of", depth_offset_of):
+            yield
+
+    return context
+
+
+def true_parts(root: bool) -> Callable[[Path, Path], None]:
+    """Edit: the fitted shape kept, and either the root (orientation, and the translation that puts
+    the pelvis where the true one is) or the 23 joints' rotations replaced by the truth."""
+
+    def edit(subject: Path, capture: Path) -> None:
+        from rgbd2avatar.body import load_body_model
+
+        path = subject / "body_fit" / "fits.npz"
+        fits, truth = load_npz(path), load_npz(capture / "ground_truth" / "body.npz")
+        frames, poses, trans = fits["frames"], fits["poses"].copy(), fits["trans"].copy()
+        true_poses = truth["poses"][frames].astype(poses.dtype)
+        if not root:
+            poses[:, 3:] = true_poses[:, 3:]
+        else:
+            poses[:, :3] = true_poses[:, :3]
+            body = load_body_model(str(fits["body_model"]))
+            as_torch = lambda *arrays: [torch.from_numpy(np.asarray(a, np.float32)) for a in arrays]  # noqa: E731
+            with torch.no_grad():
+                fitted = body(*as_torch(poses, fits["shape"], trans)).joints[:, 0]
+                true = body(*as_torch(true_poses, truth["shape"], truth["trans"][frames])).joints[:, 0]
+            trans = trans + (true - fitted).numpy().astype(trans.dtype)
+        save_npz(path, **(fits | {"poses": poses, "trans": trans}))
+
+    return edit
 
 
 def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
@@ -248,13 +357,26 @@ TRIALS: dict[str, Trial] = {
     "joint_3000": Trial(config={"joint_steps": 3000}),
     "batch_4x": Trial(config=BATCH_4X),
     "batch_4x_seed_1": Trial(config=BATCH_4X | {"seed": 1}),
+    "grazing_5": Trial(context=lambda: trainer(weighted_trainer(lambda grazing: 1 + 5 * grazing))),
+    "grazing_10": Trial(context=lambda: trainer(weighted_trainer(lambda grazing: 1 + 10 * grazing))),
+    "sdf_huber_2cm": Trial(context=lambda: trainer(huber_trainer(0.02))),
+    "densepose_2d": Trial(context=densepose_2d, refit_body=True),
+    "layer_30mm": Trial(context=fixed_layer(0.03), refit_body=True),
+    "true_root": Trial(edit=true_parts(root=True)),
+    "true_articulation": Trial(edit=true_parts(root=False)),
 }
 
 
 def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
     """Fit and score one trial; returns its row."""
     from fitting.pina.config import preset
-    from rgbd2avatar.bench import PROTOCOLS, prepare_subject, reconstruction_table, refined_pose_accuracy
+    from rgbd2avatar.bench import (
+        PROTOCOLS,
+        body_fit_accuracy,
+        prepare_subject,
+        reconstruction_table,
+        refined_pose_accuracy,
+    )
     from rgbd2avatar.stages import pina_stage
 
     trial, source = TRIALS[name], BENCH / "small" / "subject"
@@ -279,6 +401,7 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
     return {
         "preset": preset_name,
         "reconstruction": {key: value for key, value in row.items() if key != "evaluated_frames"},
+        "body_fit": body_fit_accuracy(subject, capture),
         "refined_poses": refined_pose_accuracy(subject, capture),
         "trans_change_mm": ((refined["trans"] - refined["initial_trans"]).mean(0) * 1000).tolist(),
         "train_seconds": read_json(subject / "pina" / "train.json")["optimisation_seconds"],
@@ -302,7 +425,11 @@ def main(argv: list[str] | None = None) -> None:
         entry = name if args.preset == "fast" else f"{name}:{args.preset}"
         results[entry] = run_trial(name, args.preset, args.out)
         reconstruction = results[entry]["reconstruction"]
-        print(name, " ".join(f"{key}={value:.4g}" for key, value in reconstruction.items()), flush=True)
+        fitted = results[entry]["body_fit"]
+        body = (
+            f"body_fit mpjpe_cm={fitted['mpjpe_cm']:.3f} root_offset_z_cm={fitted['root_offset_cm'][2]:.2f}"
+        )
+        print(name, " ".join(f"{key}={value:.4g}" for key, value in reconstruction.items()), body, flush=True)
         write_json(RESULTS, results)
 
 

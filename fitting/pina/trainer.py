@@ -218,7 +218,7 @@ class PinaTrainer:
         on_normals = query.normals[:, : sizes[0]]
         self.found_fraction = float(on_found.float().mean())
         terms = {
-            "sdf": losses.on_surface_sdf(on_sdf, on_found),
+            "sdf": self._on_surface_term(on_sdf, on_found, frames, on_index),
             "normal": losses.normal_agreement(on_normals, observed_normals, on_found),
             "off": losses.off_surface(off_sdf, gather_rows(data.off_sdf, frames, off_index), off_found),
             "eikonal": losses.eikonal(gradient),
@@ -227,6 +227,13 @@ class PinaTrainer:
         if config.optimise_poses:
             terms["pose"] = losses.pose_change(pose, data.poses[frames])
         return terms
+
+    def _on_surface_term(
+        self, sdf: torch.Tensor, found: torch.Tensor, frames: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """L_sdf of the drawn observed points: sdf, found (B, N); frames (B,) and rows (B, N) say
+        which points they are (``data.points[frames[b], rows[b, n]]``), for variants that weight them."""
+        return losses.on_surface_sdf(sdf, found)
 
     def state_dict(self) -> dict:
         """Everything needed to continue: networks, poses, Adam, sampler, step, history, config."""
