@@ -204,8 +204,7 @@ def clothing_layer() -> Iterator[None]:
         return fit.masked_mean(fit.geman_mcclure(distance * distance, scale), matches.ok)
 
     def densepose_cost(targets, posed, scale):
-        corners = fit.gather_rows(posed.vertices, targets.dp_corners)  # (F, M, 3, 3)
-        surface = (corners * targets.dp_barycentrics[..., None]).sum(-2)
+        surface, corners = fit.densepose_corners(targets, posed)
         normal = torch.cross(
             corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :], dim=-1
         )
@@ -233,8 +232,7 @@ def densepose_2d() -> Iterator[None]:
     def data_terms(ctx, targets, posed, matches):
         without = replace(ctx, weights=replace(ctx.weights, densepose=0.0))
         terms = original(without, targets, posed, matches)
-        corners = fit.gather_rows(posed.vertices, targets.dp_corners)
-        surface = (corners * targets.dp_barycentrics[..., None]).sum(-2)
+        surface, _ = fit.densepose_corners(targets, posed)
         (body_pixels, seen), (pixels, observed) = (
             fit.to_color_pixels(ctx, points) for points in (surface, targets.dp_points)
         )

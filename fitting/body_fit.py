@@ -711,10 +711,16 @@ def keypoint_cost(ctx: Context, targets: Targets, posed: Posed, scale: float) ->
     return (targets.kp_conf * valid * geman_mcclure(squared, scale)).sum(-1) / targets.kp_conf.shape[1]
 
 
+def densepose_corners(targets: Targets, posed: Posed) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posed body's surface point (F, M, 3) that DensePose assigns to each labelled point, and
+    the corners (F, M, 3, 3) of its triangle."""
+    corners = gather_rows(posed.vertices, targets.dp_corners)
+    return (corners * targets.dp_barycentrics[..., None]).sum(-2), corners
+
+
 def densepose_cost(targets: Targets, posed: Posed, scale: float) -> torch.Tensor:
     """(F,) mean ρ(3D distance of each DensePose point to its body surface point), metres²."""
-    corners = gather_rows(posed.vertices, targets.dp_corners)  # (F, M, 3, 3)
-    surface = (corners * targets.dp_barycentrics[..., None]).sum(-2)
+    surface, _ = densepose_corners(targets, posed)
     squared = ((surface - targets.dp_points) ** 2).sum(-1)
     return masked_mean(geman_mcclure(squared, scale), targets.dp_valid)
 
