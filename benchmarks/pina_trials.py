@@ -264,6 +264,13 @@ def fixed_layer(metres: float) -> Callable[[], contextlib.AbstractContextManager
     return context
 
 
+def pelvis_positions(body: Any, poses: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(F, 3) pelvis joints of the bodies posed by (F, 72) poses, (S,) shape, (F, 3) translations."""
+    as_torch = [torch.from_numpy(np.asarray(array, np.float32)) for array in (poses, shape, trans)]
+    with torch.no_grad():
+        return body(*as_torch).joints[:, 0].numpy()
+
+
 def true_parts(root: bool) -> Callable[[Path, Path], None]:
     """Edit: the fitted shape kept, and either the root (orientation, and the translation that puts
     the pelvis where the true one is) or the 23 joints' rotations replaced by the truth."""
@@ -280,11 +287,9 @@ def true_parts(root: bool) -> Callable[[Path, Path], None]:
         else:
             poses[:, :3] = true_poses[:, :3]
             body = load_body_model(str(fits["body_model"]))
-            as_torch = lambda *arrays: [torch.from_numpy(np.asarray(a, np.float32)) for a in arrays]  # noqa: E731
-            with torch.no_grad():
-                fitted = body(*as_torch(poses, fits["shape"], trans)).joints[:, 0]
-                true = body(*as_torch(true_poses, truth["shape"], truth["trans"][frames])).joints[:, 0]
-            trans = trans + (true - fitted).numpy().astype(trans.dtype)
+            fitted = pelvis_positions(body, poses, fits["shape"], trans)
+            true = pelvis_positions(body, true_poses, truth["shape"], truth["trans"][frames])
+            trans = trans + (true - fitted).astype(trans.dtype)
         save_npz(path, **(fits | {"poses": poses, "trans": trans}))
 
     return edit
