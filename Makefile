@@ -7,8 +7,10 @@
 #
 # Set-up: the system libraries open3d loads (libusb-1.0-0 above all), a virtual environment in
 # .venv, torch pinned to a CPU build first, then this package in editable mode with the dev
-# extra. The stamp file .venv/.installed makes later runs skip the installs until
-# pyproject.toml changes.
+# extra, every other package at the version in constraints.txt (the versions the README's
+# numbers were measured with; CONSTRAINTS= resolves them anew, `make lock` records the
+# environment's). The stamp file .venv/.installed makes later runs skip the installs until
+# pyproject.toml or constraints.txt changes.
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,8 +22,9 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 SYSTEM_PACKAGES := libusb-1.0-0 libgl1 libegl1 libgomp1
 DEMO_OUT ?= demo_out
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup system-packages demo test bench lint clean
+.PHONY: setup system-packages demo test bench lint lock clean
 
 setup: system-packages $(STAMP)
 
@@ -41,10 +44,10 @@ system-packages:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml | system-packages
+$(STAMP): pyproject.toml $(CONSTRAINTS) | system-packages
 	test -x $(PY) || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install $(TORCH_PIP_ARGS) '$(TORCH)'
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	touch $(STAMP)
 
 demo: setup
@@ -59,6 +62,9 @@ bench: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""Trials behind the README's "Where the error comes from": PINA on the ``small`` protocol with one
+"""Trials behind docs/pina_experiments.md: PINA on the ``small`` protocol with one
 thing changed at a time, scored on the training frames and by its refined poses.
 
     rgbd2avatar bench                                     # once: the capture and the body fit
