@@ -264,6 +264,41 @@ def fixed_layer(metres: float) -> Callable[[], contextlib.AbstractContextManager
     return context
 
 
+@contextlib.contextmanager
+def true_shape_held() -> Iterator[None]:
+    """``fit-body`` with the true shape, held fixed (its learning rate 0) through every pass: does
+    the fitted shape, which grows to fill the clothes, cost the poses?"""
+    from rgbd2avatar import body_fit_stage
+
+    truth = torch.from_numpy(load_npz(BENCH / "small" / "capture" / "ground_truth" / "body.npz")["shape"])
+    original = body_fit_stage.fit_body
+
+    def fit_body(body, obs, weights, options, progress=None):
+        body.default_shape.copy_(truth)
+        return original(body, obs, weights, replace(options, lr_shape=0.0), progress)
+
+    with mock.patch.object(body_fit_stage, "fit_body", fit_body):
+        yield
+
+
+@contextlib.contextmanager
+def shape_refitted() -> Iterator[None]:
+    """``fit-body``'s refits with a clothing layer fit the shape again (all three stages, from the
+    model's default shape) instead of keeping the first pass's, which grew to fill the clothes."""
+    from fitting import body_fit as fit
+
+    original = fit.fit_body
+
+    def fit_body(body, obs, weights, options, progress=None, start=None, clothing=0.0):
+        if clothing:  # a refit of refit_with_clothing
+            options = replace(options, iterations=fit.FitOptions().iterations)
+            start = replace(start, shape=None)
+        return original(body, obs, weights, options, progress, start, clothing)
+
+    with mock.patch.object(fit, "fit_body", fit_body):
+        yield
+
+
 def pelvis_positions(body: Any, poses: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(F, 3) pelvis joints of the bodies posed by (F, 72) poses, (S,) shape, (F, 3) translations."""
     as_torch = [torch.from_numpy(np.asarray(array, np.float32)) for array in (poses, shape, trans)]
@@ -367,6 +402,8 @@ TRIALS: dict[str, Trial] = {
     "layer_30mm": Trial(context=fixed_layer(0.03), refit_body=True),
     "true_root": Trial(edit=true_parts(root=True)),
     "true_articulation": Trial(edit=true_parts(root=False)),
+    "true_shape_body_fit": Trial(context=true_shape_held, refit_body=True),
+    "shape_refitted": Trial(context=shape_refitted, refit_body=True),
 }
 
 

@@ -167,10 +167,12 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     distance; the mean over frames (a constant offset, e.g. a body pushed towards the camera by
     loose clothing) and the spread of the root joint's error in the depth camera's frame; the part
     of the joint errors that changes from frame to frame (the errors in the true root's frame
-    minus their mean over frames); the mean geodesic angle between fitted and true joint rotations.
+    minus their mean over frames); the mean geodesic angle between fitted and true joint rotations;
+    and per joint, by name, the mean position error and the mean geodesic angle of its rotation.
     """
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.body.lbs import axis_angle_to_matrix
+    from rgbd2avatar.body.skeleton import JOINT_NAMES
 
     truth = load_npz(capture_dir / "ground_truth" / "body.npz")
     body = load_body_model(str(fits["body_model"]))
@@ -188,6 +190,8 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     varying = body_frame - body_frame.mean(0)
     relative = axis_angle_to_matrix(poses.view(len(frames), -1, 3)).transpose(-1, -2) @ true_rotations
     cosine = ((relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    angles = torch.arccos(cosine)  # (F, J)
+    per_joint = errors.norm(dim=-1).mean(0) * 100  # (J,)
     return {
         "frames": len(frames),
         "mpjpe_cm": float(mpjpe.mean()),
@@ -197,7 +201,9 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
         "root_offset_cm": (errors[:, 0].mean(0) * 100).tolist(),
         "root_offset_spread_cm": (errors[:, 0].std(0) * 100).tolist(),
         "frame_varying_joint_error_cm": float(varying.norm(dim=-1).mean() * 100),
-        "joint_angle_error_rad": float(torch.arccos(cosine).mean()),
+        "joint_angle_error_rad": float(angles.mean()),
+        "joint_error_cm": dict(zip(JOINT_NAMES, per_joint.tolist())),
+        "joint_angle_error_rad_by_joint": dict(zip(JOINT_NAMES, angles.mean(0).tolist())),
     }
 
 

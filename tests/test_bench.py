@@ -68,13 +68,19 @@ def test_pose_accuracy_splits_a_camera_frame_offset_of_a_turning_body(turning_tr
     assert abs(result["mpjpe_cm"] - 3.0) < 1e-4
     assert abs(result["frame_varying_joint_error_cm"] - 3.0) < 1e-3
     assert result["frames_over_10cm"] == 0
+    np.testing.assert_allclose(list(result["joint_error_cm"].values()), 3.0, atol=1e-4)
 
 
 def test_pose_accuracy_angle_is_the_mean_geodesic_joint_angle(turning_truth):
     capture, fits = turning_truth
     bent = fits["poses"].copy()
     bent[:, 5 * 3] += 0.24  # one joint of 24 off by 0.24 rad: 0.01 rad on average
-    assert abs(pose_accuracy(fits | {"poses": bent}, capture)["joint_angle_error_rad"] - 0.01) < 1e-5
+    result = pose_accuracy(fits | {"poses": bent}, capture)
+    assert abs(result["joint_angle_error_rad"] - 0.01) < 1e-5
+    by_joint = result["joint_angle_error_rad_by_joint"]
+    assert abs(by_joint["right_knee"] - 0.24) < 1e-5  # joint 5 (SMPL order)
+    assert max(angle for name, angle in by_joint.items() if name != "right_knee") < 1e-3
+    assert result["joint_error_cm"]["right_knee"] < 1e-4 < result["joint_error_cm"]["right_ankle"]
 
 
 def test_distinct_poses_of_a_periodic_motion_are_different_phases():
