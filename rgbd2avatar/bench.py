@@ -202,8 +202,8 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
         "root_offset_spread_cm": (errors[:, 0].std(0) * 100).tolist(),
         "frame_varying_joint_error_cm": float(varying.norm(dim=-1).mean() * 100),
         "joint_angle_error_rad": float(angles.mean()),
-        "joint_error_cm": dict(zip(JOINT_NAMES, per_joint.tolist())),
-        "joint_angle_error_rad_by_joint": dict(zip(JOINT_NAMES, angles.mean(0).tolist())),
+        "joint_error_cm": dict(zip(JOINT_NAMES, per_joint.tolist(), strict=True)),
+        "joint_angle_error_rad_by_joint": dict(zip(JOINT_NAMES, angles.mean(0).tolist(), strict=True)),
     }
 
 
