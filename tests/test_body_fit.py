@@ -154,6 +154,35 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     )
 
 
+def test_clothing_layer_covers_the_torso_and_thins_along_the_limbs_to_bare_knees_and_elbows(body):
+    thickness = 0.02
+    layer = clothing_layer(body, thickness)
+    with torch.no_grad():
+        vertices, joints = (value[0] for value in body.rest())
+    main_bone = body.weights.argmax(1)
+
+    def near(joint: torch.Tensor, bone: str) -> torch.Tensor:
+        """Layer of the vertices of ``bone`` within 6 cm of a point."""
+        return layer[((vertices - joint).norm(dim=-1) < 0.06) & (main_bone == JOINT_INDEX[bone])]
+
+    def within(*bones: str) -> torch.Tensor:
+        """Layer of the vertices skinned (almost) only to ``bones``."""
+        found = layer[body.weights[:, [JOINT_INDEX[bone] for bone in bones]].sum(1) > 0.999]
+        assert len(found)
+        return found
+
+    torso = within("pelvis", "spine1", "spine2", "spine3", "neck", "left_collar", "right_collar")
+    assert (torso > 0.8 * thickness).all()
+    assert within("head").max() < 1e-6 and within("left_hand").max() < 1e-6
+    for bone, end in (("left_hip", "left_knee"), ("right_shoulder", "right_elbow")):
+        start, stop = joints[JOINT_INDEX[bone]], joints[JOINT_INDEX[end]]
+        middle, at_end = near((start + stop) / 2, bone), near(stop, bone)
+        assert len(middle) and len(at_end)
+        assert 0.3 * thickness < middle.mean() < 0.7 * thickness
+        assert at_end.max() < 0.25 * thickness
+    assert torch.allclose(clothing_layer(body, 2 * thickness), 2 * layer)
+
+
 def synthetic_observations(
     body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200, clothes: float = 0.0
 ):
