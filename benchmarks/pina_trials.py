@@ -317,36 +317,6 @@ def torso_layer() -> Iterator[None]:
         yield
 
 
-LIMBS = (
-    ("left_hip", "left_knee"),
-    ("right_hip", "right_knee"),
-    ("left_shoulder", "left_elbow"),
-    ("right_shoulder", "right_elbow"),
-)
-"""(bone, the joint at its far end) of the thighs and upper arms."""
-
-
-@contextlib.contextmanager
-def limb_fade() -> Iterator[None]:
-    """``fit-body``'s clothing layer full on the torso but fading linearly along the thighs and
-    upper arms, from their hip or shoulder joint to 0 at the knee or elbow (in the rest pose of
-    the model's default shape), instead of full on the whole thigh and upper arm."""
-    from fitting import body_fit
-    from rgbd2avatar.body.skeleton import JOINT_INDEX
-
-    def clothing_layer(body, thickness):
-        vertices, joints = (value[0] for value in body.rest())
-        layer = body.weights[:, [JOINT_INDEX[name] for name in TORSO]].sum(1)
-        for bone, end in LIMBS:
-            start, axis = joints[JOINT_INDEX[bone]], joints[JOINT_INDEX[end]] - joints[JOINT_INDEX[bone]]
-            along = ((vertices - start) @ axis) / (axis @ axis)
-            layer = layer + body.weights[:, JOINT_INDEX[bone]] * (1.0 - along).clamp(0.0, 1.0)
-        return thickness * layer
-
-    with mock.patch.object(body_fit, "clothing_layer", clothing_layer):
-        yield
-
-
 def pelvis_positions(body: Any, poses: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(F, 3) pelvis joints of the bodies posed by (F, 72) poses, (S,) shape, (F, 3) translations."""
     as_torch = [torch.from_numpy(np.asarray(array, np.float32)) for array in (poses, shape, trans)]
@@ -453,7 +423,6 @@ TRIALS: dict[str, Trial] = {
     "true_shape_body_fit": Trial(context=true_shape_held, refit_body=True),
     "shape_refitted": Trial(context=shape_refitted, refit_body=True),
     "torso_layer": Trial(context=torso_layer, refit_body=True),
-    "limb_fade": Trial(context=limb_fade, refit_body=True),
 }
 
 

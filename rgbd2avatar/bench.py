@@ -168,7 +168,9 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     loose clothing) and the spread of the root joint's error in the depth camera's frame; the part
     of the joint errors that changes from frame to frame (the errors in the true root's frame
     minus their mean over frames); the mean geodesic angle between fitted and true joint rotations;
-    and per joint, by name, the mean position error and the mean geodesic angle of its rotation.
+    and per joint, by name, the mean position error, the mean geodesic angle of its rotation and
+    the mean error of its distance from the camera (positive: too far; the depth camera sits at
+    the origin of the frame the bodies are posed in).
     """
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.body.lbs import axis_angle_to_matrix
@@ -192,6 +194,7 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     cosine = ((relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
     angles = torch.arccos(cosine)  # (F, J)
     per_joint = errors.norm(dim=-1).mean(0) * 100  # (J,)
+    farther = (fitted.joints.norm(dim=-1) - true.joints.norm(dim=-1)).mean(0) * 100  # (J,)
     return {
         "frames": len(frames),
         "mpjpe_cm": float(mpjpe.mean()),
@@ -204,6 +207,7 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
         "joint_angle_error_rad": float(angles.mean()),
         "joint_error_cm": dict(zip(JOINT_NAMES, per_joint.tolist(), strict=True)),
         "joint_angle_error_rad_by_joint": dict(zip(JOINT_NAMES, angles.mean(0).tolist(), strict=True)),
+        "joint_depth_error_cm": dict(zip(JOINT_NAMES, farther.tolist(), strict=True)),
     }
 
 
