@@ -299,10 +299,6 @@ def shape_refitted() -> Iterator[None]:
         yield
 
 
-TORSO = ("pelvis", "spine1", "spine2", "spine3", "left_collar", "right_collar")
-"""The torso's bones (of :data:`fitting.depth_offset.CLOTHED_BONES`)."""
-
-
 @contextlib.contextmanager
 def torso_layer() -> Iterator[None]:
     """``fit-body``'s clothing layer (and the depth offset's clothed points) on the torso's bones
@@ -310,9 +306,10 @@ def torso_layer() -> Iterator[None]:
     sleeves and shorts."""
     from fitting import body_fit, depth_offset
 
+    torso = tuple(bone for bone in depth_offset.CLOTHED_BONES if bone not in body_fit.LIMB_ENDS)
     with (
-        mock.patch.object(body_fit, "CLOTHED_BONES", TORSO),
-        mock.patch.object(depth_offset, "CLOTHED_BONES", TORSO),
+        mock.patch.object(body_fit, "CLOTHED_BONES", torso),
+        mock.patch.object(depth_offset, "CLOTHED_BONES", torso),
     ):
         yield
 
