@@ -314,6 +314,26 @@ def torso_layer() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def offset_where_layered() -> Iterator[None]:
+    """``fit-body``'s depth-offset estimate from the observed points whose nearest body vertex
+    carries at least half the clothing layer (:func:`fitting.body_fit.clothing_layer`), instead of
+    every point on the clothed bones: the bare ends of the thighs and upper arms left out."""
+    from fitting import body_fit, depth_offset
+
+    original = depth_offset.canonical_clothed
+
+    def canonical_clothed(body, poses, shape, trans, rays, points, normals, valid):
+        found = original(body, poses, shape, trans, rays, points, normals, valid)
+        with torch.no_grad():
+            _, index = depth_offset.nearest(points, body(poses, shape, trans).vertices)
+        layered = body_fit.clothing_layer(body, 1.0)[index] >= 0.5
+        return replace(found, mask=found.mask & layered)
+
+    with mock.patch.object(depth_offset, "canonical_clothed", canonical_clothed):
+        yield
+
+
 def pelvis_positions(body: Any, poses: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(F, 3) pelvis joints of the bodies posed by (F, 72) poses, (S,) shape, (F, 3) translations."""
     as_torch = [torch.from_numpy(np.asarray(array, np.float32)) for array in (poses, shape, trans)]
@@ -420,6 +440,7 @@ TRIALS: dict[str, Trial] = {
     "true_shape_body_fit": Trial(context=true_shape_held, refit_body=True),
     "shape_refitted": Trial(context=shape_refitted, refit_body=True),
     "torso_layer": Trial(context=torso_layer, refit_body=True),
+    "offset_where_layered": Trial(context=offset_where_layered, refit_body=True),
 }
 
 
