@@ -306,7 +306,7 @@ def torso_layer() -> Iterator[None]:
     sleeves and shorts."""
     from fitting import body_fit, depth_offset
 
-    torso = tuple(bone for bone in depth_offset.CLOTHED_BONES if bone not in body_fit.LIMB_ENDS)
+    torso = tuple(bone for bone in depth_offset.CLOTHED_BONES if bone not in depth_offset.LIMB_ENDS)
     with (
         mock.patch.object(body_fit, "CLOTHED_BONES", torso),
         mock.patch.object(depth_offset, "CLOTHED_BONES", torso),

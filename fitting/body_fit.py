@@ -108,7 +108,7 @@ import torch
 
 from capture.sequence import Calibration
 from fitting import camera, priors
-from fitting.depth_offset import CLOTHED_BONES, DepthOffset, estimate_depth_offset
+from fitting.depth_offset import CLOTHED_BONES, LIMB_ENDS, DepthOffset, estimate_depth_offset
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
@@ -134,12 +134,6 @@ FAR = 1e4
 """Metres: where the correspondence search puts the body vertices it must not match."""
 MIN_CLOTHING = 0.003
 """Metres: smaller depth offsets are left alone (no refit)."""
-LIMB_ENDS = {
-    "left_hip": "left_knee", "right_hip": "right_knee",
-    "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
-}  # fmt: skip
-"""The limb bones of :data:`fitting.depth_offset.CLOTHED_BONES` (thighs, upper arms) and the joints
-at their far ends, where :func:`clothing_layer` has thinned to nothing."""
 
 
 @dataclass(frozen=True)
@@ -535,8 +529,9 @@ class Context:
 def clothing_layer(body: BodyModel, thickness: float) -> torch.Tensor:
     """(V,) a layer ``thickness`` thick over the torso (:data:`fitting.depth_offset.CLOTHED_BONES`),
     thinning linearly along the thighs and upper arms to nothing at the knees and elbows
-    (:data:`LIMB_ENDS`; short sleeves and shorts leave elbows and knees bare), and fading out
-    towards the bare hands, feet and head as the vertices' skinning weights leave those bones.
+    (:data:`fitting.depth_offset.LIMB_ENDS`; short sleeves and shorts leave elbows and knees
+    bare), and fading out towards the bare hands, feet and head as the vertices' skinning weights
+    leave those bones.
 
     Positions along a limb are measured in the rest pose of the model's default shape: the
     vertex's projection onto the bone from its joint (0) to the joint at its far end (1).

@@ -46,6 +46,12 @@ CLOTHED_BONES = (
     *("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
 )
 """Bones of the torso, upper arms and thighs (SMPL's shoulder and hip joints move them)."""
+LIMB_ENDS = {
+    "left_hip": "left_knee", "right_hip": "right_knee",
+    "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
+}  # fmt: skip
+"""The limb bones of :data:`CLOTHED_BONES` (thighs, upper arms) and the joints at their far ends,
+where :func:`fitting.body_fit.clothing_layer` has thinned to nothing."""
 ATTACH_RADIUS = 0.08
 """Observed points farther than this (m) from every posed body vertex are left out."""
 MATCH_RADIUS = 0.05
