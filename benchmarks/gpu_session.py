@@ -54,7 +54,7 @@ TIMING_STEPS = 40
 """Pretraining and joint steps timed per preset (after :data:`WARMUP_STEPS` of each)."""
 WARMUP_STEPS = 5
 PROFILED_STEPS = 5
-FITS = ("default", "fast")
+FITS = ("quality", "default", "fast")
 """Presets fitted whole when time allows, most wanted first."""
 SAFETY = 1.3
 """A fit starts only if its predicted seconds times this fit in the time left."""
@@ -72,7 +72,7 @@ def prepare(folder: Path, subject: Path = BENCH / "subject") -> None:
     from rgbd2avatar.body.anny_model import cache_path
 
     config = preset("default")
-    assert {(c.max_points, c.off_margin, c.seed) for c in map(preset, FITS + ("quality",))} == {
+    assert {(c.max_points, c.off_margin, c.seed) for c in PRESETS.values()} == {
         (config.max_points, config.off_margin, config.seed)
     }, "the presets read different data"
     body = load_body_model(str(load_npz(subject / "body_fit" / "fits.npz")["body_model"]))

@@ -7,8 +7,9 @@ thing changed at a time, scored on the training frames and by its refined poses.
 Each trial copies ``bench_out/small/subject`` (without its avatar) to ``bench_out/trials/TRIAL``,
 applies its change, fits PINA (``--preset``, default ``fast``) and prints and stores
 (``benchmarks/results/pina_trials.json``, under ``TRIAL`` for ``fast`` and ``TRIAL:PRESET``
-otherwise) the reconstruction metrics
-(:func:`rgbd2avatar.bench.reconstruction_table`), the refined poses' accuracy
+otherwise) the reconstruction metrics on the training frames
+(:func:`rgbd2avatar.bench.reconstruction_table`) and on the held-out motions
+(:func:`rgbd2avatar.bench.animation_table`, posed as ``animate`` poses), the refined poses' accuracy
 (:func:`rgbd2avatar.bench.pose_accuracy`) and the mean change of translation the fit made. The
 trainer variants here are experiments, not options of the tool: they subclass
 :class:`~fitting.pina.trainer.PinaTrainer` and stand in for it while a trial runs. Trials whose
@@ -17,7 +18,7 @@ trials (and ``no_pose_opt*``, PINA's ablation) measure how much a result moves w
 the seed (network initialisation and every sample drawn): compare a trial with that spread, not
 with the baseline's single value.
 
-One trial takes about 2 minutes on a 2-core CPU with ``fast``.
+One trial takes about 3 minutes on a 2-core CPU with ``fast``.
 """
 
 from __future__ import annotations
@@ -449,6 +450,7 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
     from fitting.pina.config import preset
     from rgbd2avatar.bench import (
         PROTOCOLS,
+        animation_table,
         body_fit_accuracy,
         prepare_subject,
         reconstruction_table,
@@ -474,10 +476,12 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
         pina_stage(subject, config, "cpu", force=True)
     protocol = replace(PROTOCOLS["small"], pina_preset=preset_name)
     row = reconstruction_table(protocol, capture, subject, {"pina": subject})["pina"]
+    held_out = animation_table(protocol, None, {"pina": subject}, own_condition=())["pina"]
     refined = load_npz(subject / "pina" / "poses.npz")
     return {
         "preset": preset_name,
         "reconstruction": {key: value for key, value in row.items() if key != "evaluated_frames"},
+        "held_out": held_out,
         "body_fit": body_fit_accuracy(subject, capture),
         "refined_poses": refined_pose_accuracy(subject, capture),
         "trans_change_mm": ((refined["trans"] - refined["initial_trans"]).mean(0) * 1000).tolist(),
@@ -501,12 +505,15 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         entry = name if args.preset == "fast" else f"{name}:{args.preset}"
         results[entry] = run_trial(name, args.preset, args.out)
-        reconstruction = results[entry]["reconstruction"]
         fitted = results[entry]["body_fit"]
         body = (
             f"body_fit mpjpe_cm={fitted['mpjpe_cm']:.3f} root_offset_z_cm={fitted['root_offset_cm'][2]:.2f}"
         )
-        print(name, " ".join(f"{key}={value:.4g}" for key, value in reconstruction.items()), body, flush=True)
+        scores = [
+            f"{part} " + " ".join(f"{key}={value:.4g}" for key, value in results[entry][part].items())
+            for part in ("reconstruction", "held_out")
+        ]
+        print(name, *scores, body, flush=True)
         write_json(RESULTS, results)
 
 
