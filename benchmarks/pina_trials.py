@@ -335,6 +335,108 @@ def offset_where_layered() -> Iterator[None]:
         yield
 
 
+OBSERVED_POINTS = 4096
+"""Observed points per frame the ``observed_coverage`` trial attaches to the body's vertices."""
+MIN_OBSERVATIONS = 3
+"""Vertices with fewer attached points take their coverage from their neighbours."""
+COVERAGE_SMOOTHING = 2
+"""Rounds of neighbour averaging of the observed coverage."""
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, V, 3) unit area-weighted normals of meshes (F, V, 3) with faces (T, 3)."""
+    corners = vertices[:, faces]
+    face = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
+    summed = torch.zeros_like(vertices)
+    for k in range(3):
+        summed.index_add_(1, faces[:, k], face)
+    return torch.nn.functional.normalize(summed, dim=-1)
+
+
+def neighbour_mean(faces: torch.Tensor, count: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The mean of each vertex's mesh neighbours, as a function of per-vertex values (V,)."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = torch.cat([edges, edges.flip(1)])
+    ones = torch.ones(len(edges))
+    adjacency = torch.sparse_coo_tensor(edges.T, ones, (count, count), check_invariants=True).coalesce()
+    degree = torch.sparse.sum(adjacency, 1).to_dense().clamp_min(1)
+    return lambda values: torch.sparse.mm(adjacency, values[:, None])[:, 0] / degree
+
+
+def observed_share(
+    body: Any, obs: Any, fit: Any, layer: torch.Tensor, fallback: torch.Tensor
+) -> torch.Tensor:
+    """(V,) how much of the clothing layer each vertex carries, from the observed clothes: the
+    mean offset of the observed points along the normal of their nearest fitted vertex plus the
+    layer (V,) the fit used, over the median of the torso's, clamped to [0, 1]; vertices seldom
+    seen take their neighbours', spread from ``fallback`` (V,)."""
+    from fitting import body_fit, depth_offset
+
+    rows = depth_offset.even_rows(obs.valid, OBSERVED_POINTS)
+    points = torch.gather(obs.points, 1, rows[..., None].expand(-1, -1, 3))
+    keep = torch.gather(obs.valid, 1, rows)
+    faces = body.faces.long()
+    with torch.no_grad():
+        vertices = body(fit.poses, fit.shape, fit.trans).vertices
+    normals = vertex_normals(vertices, faces)
+    distance, index = depth_offset.nearest(points, vertices)
+    along = body_fit.gather_rows(normals, index)
+    offsets = ((points - body_fit.gather_rows(vertices, index)) * along).sum(-1)
+    kept = keep & (distance < depth_offset.ATTACH_RADIUS)
+    count = vertices.shape[1]
+    total = torch.zeros(count).index_add_(0, index[kept], offsets[kept])
+    seen = torch.zeros(count).index_add_(0, index[kept], torch.ones(int(kept.sum())))
+    thickness = total / seen.clamp_min(1) + layer
+    torso = [body_fit.JOINT_INDEX[b] for b in depth_offset.CLOTHED_BONES if b not in depth_offset.LIMB_ENDS]
+    reference = thickness[torch.isin(body.part_labels, torch.tensor(torso)) & (seen >= MIN_OBSERVATIONS)]
+    share = (thickness / reference.median()).clamp(0.0, 1.0)
+    unseen = seen < MIN_OBSERVATIONS
+    share = torch.where(unseen, fallback, share)
+    average = neighbour_mean(faces, count)
+    for _ in range(20):
+        share = torch.where(unseen, average(share), share)
+    for _ in range(COVERAGE_SMOOTHING):
+        share = average(share)
+    return share
+
+
+@contextlib.contextmanager
+def observed_coverage(after_layer: bool) -> Iterator[None]:
+    """``fit-body``'s clothing layer spread by where clothes are seen instead of over fixed bones:
+    each vertex carries the share :func:`observed_share` measures (a garment's hem shows as a step
+    in the observed offsets), on every bone. Measured on the first pass's fit, or with
+    ``after_layer`` on the fit behind the usual clothing layer, which is then fitted once more."""
+    from fitting import body_fit
+
+    original_refit, original_layer, shares = body_fit.refit_with_clothing, body_fit.clothing_layer, {}
+
+    def measure(body, obs, fit, clothing):
+        fallback = original_layer(body, 1.0)
+        share = observed_share(body, obs, fit, clothing * fallback.cpu(), fallback.cpu())
+        shares["share"] = share.to(body.v_template.device)
+
+    def refit_with_clothing(body, obs, weights, options, progress, fit, clothing):
+        if not after_layer:
+            measure(body, obs, fit, 0.0)
+            return original_refit(body, obs, weights, options, progress, fit, clothing)
+        layered = original_refit(body, obs, weights, options, progress, fit, clothing)
+        measure(body, obs, layered, layered.clothing)
+        stages = options.iterations
+        again = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
+        start = body_fit.BodyStart(fit.poses[0], fit.trans[0], fit.shape)
+        final = body_fit.fit_body(body, obs, weights, again, progress, start, layered.clothing)
+        return replace(final, clothing=layered.clothing, depth_offsets=layered.depth_offsets)
+
+    def clothing_layer(body, thickness):
+        return thickness * shares["share"] if "share" in shares else original_layer(body, thickness)
+
+    with (
+        mock.patch.object(body_fit, "refit_with_clothing", refit_with_clothing),
+        mock.patch.object(body_fit, "clothing_layer", clothing_layer),
+    ):
+        yield
+
+
 def pelvis_positions(body: Any, poses: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(F, 3) pelvis joints of the bodies posed by (F, 72) poses, (S,) shape, (F, 3) translations."""
     as_torch = [torch.from_numpy(np.asarray(array, np.float32)) for array in (poses, shape, trans)]
@@ -442,6 +544,8 @@ TRIALS: dict[str, Trial] = {
     "shape_refitted": Trial(context=shape_refitted, refit_body=True),
     "torso_layer": Trial(context=torso_layer, refit_body=True),
     "offset_where_layered": Trial(context=offset_where_layered, refit_body=True),
+    "observed_coverage": Trial(context=lambda: observed_coverage(False), refit_body=True),
+    "observed_coverage_layered": Trial(context=lambda: observed_coverage(True), refit_body=True),
 }
 
 
