@@ -186,6 +186,23 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.where(length > 0, length, 1.0)
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) float32 unit area-weighted vertex normals (right-handed faces point outwards);
+    (0, 1, 0) for vertices without area.
+
+    Args:
+        vertices: (V, 3); faces: (T, 3) integer indices.
+    """
+    corners = np.asarray(vertices, dtype=np.float64)[faces]  # (T, 3, 3)
+    face_areas = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # 2·area
+    normals = np.zeros((len(vertices), 3))
+    for corner in range(3):
+        np.add.at(normals, faces[:, corner], face_areas)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    unit = normals / np.where(length > 0, length, 1.0)
+    return np.where(length > 0, unit, (0.0, 1.0, 0.0)).astype(np.float32)
+
+
 def to_numpy(array: np.ndarray | torch.Tensor, dtype: type | None = None) -> np.ndarray:
     """A contiguous numpy copy (or view) of a numpy array or torch tensor, in ``dtype`` (None: kept)."""
     if isinstance(array, torch.Tensor):

@@ -40,6 +40,7 @@ import torch
 import rgbd2avatar
 from capture.files import write_bytes
 from rgbd2avatar.body import lbs
+from rgbd2avatar.geometry import vertex_normals
 
 GLB_MAGIC = b"glTF"
 GLB_VERSION = 2
@@ -112,19 +113,6 @@ def local_quaternions(poses: np.ndarray, joint_count: int) -> np.ndarray:
         flip = (wxyz[frame] * wxyz[frame - 1]).sum(-1) < 0
         wxyz[frame, flip] *= -1.0
     return np.roll(wxyz, -1, axis=-1).astype(np.float32)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) float32 unit area-weighted vertex normals; (0, 1, 0) for vertices without area."""
-    corners = vertices[faces].astype(np.float64)  # (T, 3, 3)
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normals = np.zeros((len(vertices), 3))
-    for corner in range(3):
-        np.add.at(normals, faces[:, corner], face_normals)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(length > 0, normals / np.where(length > 0, length, 1.0), (0.0, 1.0, 0.0)).astype(
-        np.float32
-    )
 
 
 class _Buffer:

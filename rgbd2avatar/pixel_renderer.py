@@ -61,6 +61,7 @@ from capture.sequence import CameraIntrinsics, SequenceReader
 from rgbd2avatar.avatar.store import StoredAvatar, read_versioned
 from rgbd2avatar.body import lbs
 from rgbd2avatar.errors import UserError
+from rgbd2avatar.geometry import vertex_normals
 from rgbd2avatar.logs import progress
 from rgbd2avatar.motion import Motion
 from rgbd2avatar.render import raycast_rays
@@ -76,7 +77,6 @@ from rgbd2avatar.texture import (
     measured_depth,
     sample_texture,
     spread,
-    vertex_normals,
     view_samples,
 )
 

@@ -59,6 +59,7 @@ from rgbd2avatar.avatar.meshes import MESH_BATCH, canonical_mesh
 from rgbd2avatar.avatar.store import StoredAvatar
 from rgbd2avatar.body import lbs
 from rgbd2avatar.errors import UserError
+from rgbd2avatar.geometry import vertex_normals
 from rgbd2avatar.logs import progress
 from rgbd2avatar.render import DEFAULT_ALBEDO, raycast_rays
 
@@ -252,18 +253,6 @@ def texel_map(mesh: UVMesh, size: int) -> TexelMap:
         triangles=hits.triangle_ids[rows_hit, cols_hit],
         barycentrics=hits.barycentrics[rows_hit, cols_hit],
     )
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) float32 unit area-weighted vertex normals (right-handed faces point outwards)."""
-    verts = np.asarray(vertices, dtype=np.float64)
-    corners = verts[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # (T, 3), 2·area
-    normals = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return (normals / np.maximum(length, 1e-12)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------

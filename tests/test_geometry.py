@@ -7,7 +7,13 @@ import pytest
 import torch
 import trimesh
 
-from rgbd2avatar.geometry import MeshQuery, closest_points, signed_distance, signed_distance_batch
+from rgbd2avatar.geometry import (
+    MeshQuery,
+    closest_points,
+    signed_distance,
+    signed_distance_batch,
+    vertex_normals,
+)
 
 RNG = np.random.default_rng(0)
 HALF = np.array([0.3, 0.5, 0.8])  # half extents of the test box
@@ -117,3 +123,16 @@ def test_empty_queries_and_meshes() -> None:
     assert signed_distance(vertices, faces, np.zeros((0, 3))).shape == (0,)
     with pytest.raises(ValueError):
         MeshQuery(vertices, np.zeros((0, 3), dtype=np.int64))
+
+
+def test_vertex_normals_of_a_sphere_point_outwards_and_a_vertex_without_area_gets_a_unit_default():
+    vertices, faces, _ = icosphere(0.7)
+    vertices = np.concatenate([vertices, [[5.0, 5.0, 5.0]]])  # a vertex no face uses
+    normals = vertex_normals(vertices, faces)
+    radial = vertices[:-1] / np.linalg.norm(vertices[:-1], axis=1, keepdims=True)
+    assert normals.dtype == np.float32 and normals.shape == vertices.shape
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    assert (normals[:-1] * radial).sum(1).min() > 0.995
+    np.testing.assert_array_equal(normals[-1], [0.0, 1.0, 0.0])
+    flipped = vertex_normals(vertices, faces[:, ::-1])  # reversed winding: normals point inwards
+    np.testing.assert_allclose(flipped[:-1], -normals[:-1], atol=1e-6)

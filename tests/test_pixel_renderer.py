@@ -18,6 +18,7 @@ from rgbd2avatar.avatar.store import save_avatar
 from rgbd2avatar.body import load_body_model
 from rgbd2avatar.body.model import canonical_pose
 from rgbd2avatar.cli import app
+from rgbd2avatar.geometry import vertex_normals
 from rgbd2avatar.pixel_renderer import (
     TEXTURE_FLAG,
     Blender,
@@ -30,7 +31,7 @@ from rgbd2avatar.pixel_renderer import (
     surface_pixels,
     to_image,
 )
-from rgbd2avatar.texture import DepthMap, UVMesh, vertex_normals
+from rgbd2avatar.texture import DepthMap, UVMesh
 from rgbd2avatar.workspace import Workspace
 from tests.cli_helpers import TINY, one_error_line, runner
 
