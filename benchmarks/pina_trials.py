@@ -40,6 +40,7 @@ from capture.files import load_npz, read_json, save_npz, write_json
 from fitting.pina.data import gather_rows
 from fitting.pina.losses import masked_mean
 from fitting.pina.trainer import PinaTrainer
+from rgbd2avatar.geometry import batched_vertex_normals
 
 BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
@@ -341,16 +342,8 @@ MIN_OBSERVATIONS = 3
 """Vertices with fewer attached points take their coverage from their neighbours."""
 COVERAGE_SMOOTHING = 2
 """Rounds of neighbour averaging of the observed coverage."""
-
-
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(F, V, 3) unit area-weighted normals of meshes (F, V, 3) with faces (T, 3)."""
-    corners = vertices[:, faces]
-    face = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
-    summed = torch.zeros_like(vertices)
-    for k in range(3):
-        summed.index_add_(1, faces[:, k], face)
-    return torch.nn.functional.normalize(summed, dim=-1)
+FILL_ROUNDS = 20
+"""Rounds in which vertices seldom seen take their neighbours' coverage."""
 
 
 def neighbour_mean(faces: torch.Tensor, count: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -375,10 +368,10 @@ def observed_share(
     rows = depth_offset.even_rows(obs.valid, OBSERVED_POINTS)
     points = torch.gather(obs.points, 1, rows[..., None].expand(-1, -1, 3))
     keep = torch.gather(obs.valid, 1, rows)
-    faces = body.faces.long()
+    faces = body.faces
     with torch.no_grad():
         vertices = body(fit.poses, fit.shape, fit.trans).vertices
-    normals = vertex_normals(vertices, faces)
+    normals = batched_vertex_normals(vertices, faces)
     distance, index = depth_offset.nearest(points, vertices)
     along = body_fit.gather_rows(normals, index)
     offsets = ((points - body_fit.gather_rows(vertices, index)) * along).sum(-1)
@@ -393,7 +386,7 @@ def observed_share(
     unseen = seen < MIN_OBSERVATIONS
     share = torch.where(unseen, fallback, share)
     average = neighbour_mean(faces, count)
-    for _ in range(20):
+    for _ in range(FILL_ROUNDS):
         share = torch.where(unseen, average(share), share)
     for _ in range(COVERAGE_SMOOTHING):
         share = average(share)
@@ -421,10 +414,7 @@ def observed_coverage(after_layer: bool) -> Iterator[None]:
             return original_refit(body, obs, weights, options, progress, fit, clothing)
         layered = original_refit(body, obs, weights, options, progress, fit, clothing)
         measure(body, obs, layered, layered.clothing)
-        stages = options.iterations
-        again = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
-        start = body_fit.BodyStart(fit.poses[0], fit.trans[0], fit.shape)
-        final = body_fit.fit_body(body, obs, weights, again, progress, start, layered.clothing)
+        final = body_fit.fit_behind_layer(body, obs, weights, options, progress, fit, layered.clothing)
         return replace(final, clothing=layered.clothing, depth_offsets=layered.depth_offsets)
 
     def clothing_layer(body, thickness):

@@ -1274,16 +1274,31 @@ def refit_with_clothing(
     start), until |s| < :data:`MIN_CLOTHING` or after :attr:`FitOptions.depth_refits` refits. The
     layer moves only the clothed parts back: the bare hands, feet and head, which the first pass fitted
     where they are, stay there (a rigid shift of the whole body would move them too)."""
-    stages = options.iterations
-    refit_options = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
-    start = BodyStart(fit.poses[0], fit.trans[0], fit.shape)
-    estimates = [depth_offset_of(body, obs, fit)]
+    first, estimates = fit, [depth_offset_of(body, obs, fit)]
     while abs(estimates[-1].offset) >= MIN_CLOTHING and len(estimates) <= options.depth_refits:
         clothing += estimates[-1].offset
         logger.info("fitting again with a %.1f mm clothing layer", clothing * 1e3)
-        fit = fit_body(body, obs, weights, refit_options, progress, start, clothing)
+        fit = fit_behind_layer(body, obs, weights, options, progress, first, clothing)
         estimates.append(depth_offset_of(body, obs, fit))
     return replace(fit, clothing=clothing, depth_offsets=estimates)
+
+
+def fit_behind_layer(
+    body: BodyModel,
+    obs: FitObservations,
+    weights: FitWeights,
+    options: FitOptions,
+    progress: Callable[[int, int], None] | None,
+    first: BodyFit,
+    clothing: float,
+) -> BodyFit:
+    """One refit of :func:`refit_with_clothing`: the sequence fitted again behind a clothing layer
+    ``clothing`` metres thick, the shape fixed, from the first pass's (``first``) first body."""
+    stages = options.iterations
+    again = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
+    return fit_body(
+        body, obs, weights, again, progress, BodyStart(first.poses[0], first.trans[0], first.shape), clothing
+    )
 
 
 def depth_offset_of(body: BodyModel, obs: FitObservations, fit: BodyFit) -> DepthOffset:

@@ -203,6 +203,16 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.where(length > 0, unit, (0.0, 1.0, 0.0)).astype(np.float32)
 
 
+def batched_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, V, 3) unit area-weighted vertex normals of F meshes (F, V, 3) sharing faces (T, 3) long;
+    zero for vertices without area. The torch, batched counterpart of :func:`vertex_normals`."""
+    corners = vertices[:, faces]  # (F, T, 3, 3)
+    face_areas = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], -1)
+    spread = face_areas[:, :, None].expand(-1, -1, 3, -1).reshape(len(vertices), -1, 3)
+    summed = torch.zeros_like(vertices).index_add_(1, faces.reshape(-1), spread)
+    return torch.nn.functional.normalize(summed, dim=-1)
+
+
 def to_numpy(array: np.ndarray | torch.Tensor, dtype: type | None = None) -> np.ndarray:
     """A contiguous numpy copy (or view) of a numpy array or torch tensor, in ``dtype`` (None: kept)."""
     if isinstance(array, torch.Tensor):

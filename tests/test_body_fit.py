@@ -18,6 +18,7 @@ from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
 from rgbd2avatar.body.skeleton import JOINT_INDEX, NUM_JOINTS
+from rgbd2avatar.geometry import batched_vertex_normals
 from tests.smpl_fixture import write_smpl_model
 
 CALIBRATION = azure_kinect_preset()
@@ -144,16 +145,6 @@ def camera_frame_bodies(body, frames: int, yaw: float = 0.3, turn: float = 0.03)
     return pose, trans, shape
 
 
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(F, V, 3) area-weighted unit vertex normals of (F, V, 3) vertices."""
-    corners = vertices[:, faces]  # (F, T, 3, 3)
-    face_normals = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], -1)
-    spread = face_normals[:, :, None].expand(-1, -1, 3, -1).reshape(len(vertices), -1, 3)
-    return torch.nn.functional.normalize(
-        torch.zeros_like(vertices).index_add_(1, faces.reshape(-1), spread), dim=-1
-    )
-
-
 def test_clothing_layer_covers_the_torso_and_thins_along_the_limbs_to_bare_knees_and_elbows(body):
     thickness = 0.02
     layer = clothing_layer(body, thickness)
@@ -193,7 +184,7 @@ def synthetic_observations(
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = body(pose, shape, trans)
-    joints, normals = out.joints, vertex_normals(out.vertices, body.faces)
+    joints, normals = out.joints, batched_vertex_normals(out.vertices, body.faces)
     verts = out.vertices + normals * clothing_layer(body, clothes)[:, None]
     front = (normals * verts).sum(-1) < 0
     score = torch.rand(front.shape, generator=gen) + front.float()  # front-facing first, shuffled
