@@ -500,6 +500,7 @@ BATCH_4X = {"frames_per_step": 8, "points_per_frame": 1024, "off_points_per_fram
 
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
+    "body_refit": Trial(refit_body=True),
     "seed_1": Trial(config={"seed": 1}),
     "seed_2": Trial(config={"seed": 2}),
     "no_pose_opt": Trial(config={"optimise_poses": False}),

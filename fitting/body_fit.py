@@ -114,6 +114,7 @@ from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
 from rgbd2avatar.body.model import BodyModel, BodyOutput
 from rgbd2avatar.body.skeleton import JOINT_INDEX, NUM_JOINTS
+from rgbd2avatar.geometry import batched_vertex_normals
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ FAR = 1e4
 """Metres: where the correspondence search puts the body vertices it must not match."""
 MIN_CLOTHING = 0.003
 """Metres: smaller depth offsets are left alone (no refit)."""
+SCALP_FACING = 0.5
+"""Head vertices whose rest-pose normal points forward (+z) less than this (the crown, the back
+and the sides of the head: where hair grows) are the scalp (:func:`scalp`)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,11 @@ class FitOptions:
             the surface (:func:`matches_surface`): keypoints alone see no depth.
         depth_refits: most refits of :attr:`correct_depth`, each adding the remaining offset to
             the layer.
+        match_scalp: let ICP and DensePose match the scalp (:func:`scalp`). Off by default: hair
+            stands centimetres off the bald skull of the body model, and matched to it would
+            pull the head towards the camera in every view from behind (on the ``small``
+            protocol the head sat 2.0 cm off in those views, 0.3 cm in views from the front);
+            the face, the keypoints and the neck place the head without it.
         device: where to fit; None = where the observations are.
     """
 
@@ -239,6 +248,7 @@ class FitOptions:
     chunk_elements: int = 1 << 24
     correct_depth: bool = True
     depth_refits: int = 2
+    match_scalp: bool = False
     device: str | None = None
 
 
@@ -469,15 +479,16 @@ def even_subsample(valid: torch.Tensor, count: int) -> tuple[torch.Tensor, torch
     return torch.gather(order, 1, ranks.clamp_max(valid.shape[1] - 1)), kept
 
 
-def prepare_targets(
-    obs: FitObservations, body: BodyModel, options: FitOptions, use_keypoints: bool
-) -> Targets:
-    """:class:`Targets` of a batch of observations already on the fitting device."""
+def prepare_targets(obs: FitObservations, ctx: Context) -> Targets:
+    """:class:`Targets` of a batch of observations already on the fitting device; DensePose
+    correspondences on vertices ICP may not match (:attr:`Context.matchable`) are left out."""
+    options = ctx.options
     index, kept = even_subsample(obs.valid, options.max_points)
     dp_rows, dp_kept = even_subsample(obs.dp_valid, options.max_densepose)
     dp_points = gather_rows(obs.points, torch.gather(obs.dp_points, 1, dp_rows))
     frames = obs.num_frames
-    if use_keypoints:
+    dp_corners = ctx.body.faces[torch.gather(obs.dp_triangles, 1, dp_rows)]
+    if ctx.keypoints is not None:
         conf = obs.keypoints[..., 2]
         kp_xy, kp_conf = (
             obs.keypoints[..., :2],
@@ -490,9 +501,9 @@ def prepare_targets(
         normals=gather_rows(obs.normals, index),
         valid=kept & torch.gather(obs.valid, 1, index),
         dp_points=dp_points,
-        dp_corners=body.faces[torch.gather(obs.dp_triangles, 1, dp_rows)],
+        dp_corners=dp_corners,
         dp_barycentrics=gather_rows(obs.dp_barycentrics, dp_rows),
-        dp_valid=dp_kept & torch.gather(obs.dp_valid, 1, dp_rows),
+        dp_valid=dp_kept & torch.gather(obs.dp_valid, 1, dp_rows) & ctx.matchable[dp_corners].all(-1),
         kp_xy=kp_xy,
         kp_conf=kp_conf,
     )
@@ -508,6 +519,8 @@ class Context:
         surface: the body vertices ICP matches against.
         limits: (J, 3) lower and upper joint limits; bounds: shape bounds or None;
         prior_scales: (69,) per-component scales of the pose prior;
+        matchable: (V,) bool, the body vertices ICP and DensePose may match (all but the
+            scalp unless :attr:`FitOptions.match_scalp`).
         clothing: (V,) metres the observed surface stands in front of each body vertex along
             the viewing ray (:func:`clothing_layer`), or None.
     """
@@ -523,6 +536,7 @@ class Context:
     limits: tuple[torch.Tensor, torch.Tensor]
     bounds: tuple[float, float] | None
     prior_scales: torch.Tensor
+    matchable: torch.Tensor
     clothing: torch.Tensor | None = None
 
 
@@ -546,6 +560,14 @@ def clothing_layer(body: BodyModel, thickness: float) -> torch.Tensor:
             cover = cover * (1.0 - (vertices - start) @ axis / (axis @ axis)).clamp(0.0, 1.0)
         share = share + cover
     return thickness * share
+
+
+def scalp(body: BodyModel) -> torch.Tensor:
+    """(V,) bool: the vertices skinned mostly (≥ 0.5) to the head whose rest-pose normal faces
+    forward less than :data:`SCALP_FACING`: the crown, the back and the sides of the head."""
+    vertices = body.rest()[0]
+    forward = batched_vertex_normals(vertices, body.faces)[0, :, 2]
+    return (body.weights[:, JOINT_INDEX["head"]] >= 0.5) & (forward < SCALP_FACING)
 
 
 def make_context(
@@ -576,6 +598,9 @@ def make_context(
         limits=priors.joint_limits(device=device),
         bounds=priors.shape_bounds(body),
         prior_scales=priors.pose_prior_scales(device=device),
+        matchable=torch.ones(body.num_vertices, dtype=torch.bool, device=device)
+        if options.match_scalp
+        else ~scalp(body),
         clothing=clothing_layer(body, clothing) if clothing else None,
     )
 
@@ -703,7 +728,8 @@ def nearest_allowed(
 
 
 def find_correspondences(ctx: Context, targets: Targets, posed: Posed) -> Correspondences:
-    """Nearest front-facing body vertex of every observed point, vetted by normal agreement."""
+    """Nearest front-facing body vertex of every observed point, vetted by normal agreement;
+    points nearest to a vertex that may not be matched (:attr:`Context.matchable`) are left out."""
     with torch.no_grad():
         surface = posed.vertices[:, ctx.surface.vertices]
         normals = ctx.surface.normals(posed.vertices)
@@ -711,7 +737,8 @@ def find_correspondences(ctx: Context, targets: Targets, posed: Posed) -> Corres
         nearest, found = nearest_allowed(targets.points, surface, front, ctx.options.chunk_elements)
         normal = gather_rows(normals, nearest)
         agree = (normal * targets.normals).sum(-1) > ctx.options.normal_agreement
-        return Correspondences(ctx.surface.vertices[nearest], normal, found & agree & targets.valid)
+        index = ctx.surface.vertices[nearest]
+        return Correspondences(index, normal, found & agree & targets.valid & ctx.matchable[index])
 
 
 def to_color_pixels(ctx: Context, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1237,7 +1264,7 @@ def fit_body(
     tracker = None
     for begin in range(0, total, options.batch_size):
         window = obs.select(slice(begin, begin + options.batch_size)).to(device)
-        targets = prepare_targets(window, body, options, ctx.keypoints is not None)
+        targets = prepare_targets(window, ctx)
         if tracker is None:
             tracker = new_tracker(first_state(ctx, targets, start, device))
         state, terms, flags = fit_window(ctx, targets, tracker)

@@ -170,7 +170,9 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     minus their mean over frames); the mean geodesic angle between fitted and true joint rotations;
     and per joint, by name, the mean position error, the mean geodesic angle of its rotation and
     the mean error of its distance from the camera (positive: too far; the depth camera sits at
-    the origin of the frame the bodies are posed in).
+    the origin of the frame the bodies are posed in), and the mean position error over the frames
+    that see the true body from behind (its forward axis within 60° of the optical axis; empty
+    when there are none).
     """
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.body.lbs import axis_angle_to_matrix
@@ -194,6 +196,8 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
     cosine = ((relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
     angles = torch.arccos(cosine)  # (F, J)
     per_joint = errors.norm(dim=-1).mean(0) * 100  # (J,)
+    behind = true_rotations[:, 0, 2, 2] > 0.5  # (F,) the root's forward (+z) axis along the optical axis
+    from_behind = (errors[behind].norm(dim=-1).mean(0) * 100).tolist() if behind.any() else []
     farther = (fitted.joints.norm(dim=-1) - true.joints.norm(dim=-1)).mean(0) * 100  # (J,)
     return {
         "frames": len(frames),
@@ -208,6 +212,7 @@ def pose_accuracy(fits: dict[str, np.ndarray], capture_dir: Path) -> dict:
         "joint_error_cm": dict(zip(JOINT_NAMES, per_joint.tolist(), strict=True)),
         "joint_angle_error_rad_by_joint": dict(zip(JOINT_NAMES, angles.mean(0).tolist(), strict=True)),
         "joint_depth_error_cm": dict(zip(JOINT_NAMES, farther.tolist(), strict=True)),
+        "joint_error_cm_from_behind": dict(zip(JOINT_NAMES, from_behind, strict=False)),
     }
 
 

@@ -82,6 +82,19 @@ def test_pose_accuracy_depth_error_is_the_change_of_distance_from_the_camera(tur
     np.testing.assert_allclose(list(result["joint_depth_error_cm"].values()), 2.0, rtol=0.005)
 
 
+def test_pose_accuracy_from_behind_takes_the_frames_facing_away_from_the_camera(turning_truth):
+    """Of the 8 turning frames, 0, 1 and 7 face along the optical axis, away from the camera: a
+    4 cm offset in those frames only is 4 cm from behind and 1.5 cm over all frames."""
+    capture, fits = turning_truth
+    offset = np.zeros((8, 3), np.float32)
+    offset[[0, 1, 7], 0] = 0.04
+    result = pose_accuracy(fits | {"trans": fits["trans"] + offset}, capture)
+    np.testing.assert_allclose(list(result["joint_error_cm_from_behind"].values()), 4.0, rtol=1e-4)
+    np.testing.assert_allclose(list(result["joint_error_cm"].values()), 1.5, rtol=1e-4)
+    towards = {key: fits[key][2:7] for key in ("frames", "poses", "trans")}  # frames 2-6 only
+    assert pose_accuracy(fits | towards, capture)["joint_error_cm_from_behind"] == {}
+
+
 def test_pose_accuracy_angle_is_the_mean_geodesic_joint_angle(turning_truth):
     capture, fits = turning_truth
     bent = fits["poses"].copy()

@@ -13,7 +13,15 @@ import torch
 from capture import calibration as npcam
 from capture.calibration import azure_kinect_preset
 from fitting import camera, priors
-from fitting.body_fit import BodyStart, FitOptions, FitWeights, clothing_layer, fit_body, torso_rotation
+from fitting.body_fit import (
+    BodyStart,
+    FitOptions,
+    FitWeights,
+    clothing_layer,
+    fit_body,
+    scalp,
+    torso_rotation,
+)
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
@@ -175,17 +183,27 @@ def test_clothing_layer_covers_the_torso_and_thins_along_the_limbs_to_bare_knees
 
 
 def synthetic_observations(
-    body, pose, trans, shape, seed: int = 0, points: int = 1500, dp: int = 200, clothes: float = 0.0
+    body,
+    pose,
+    trans,
+    shape,
+    seed: int = 0,
+    points: int = 1500,
+    dp: int = 200,
+    clothes: float = 0.0,
+    hair: float = 0.0,
 ):
     """FitObservations sampled from the posed body: front-facing vertices with their normals,
     COCO-17 keypoints projected into the colour camera (+1 px noise), DensePose correspondences
     of sampled vertices (one of the vertex's triangles, one-hot barycentrics). ``clothes`` (m)
-    moves the clothed vertices (torso, upper arms, thighs) out along their normals."""
+    moves the clothed vertices (torso, upper arms, thighs) out along their normals, ``hair`` (m)
+    the scalp's."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = body(pose, shape, trans)
     joints, normals = out.joints, batched_vertex_normals(out.vertices, body.faces)
-    verts = out.vertices + normals * clothing_layer(body, clothes)[:, None]
+    offsets = clothing_layer(body, clothes) + hair * scalp(body)
+    verts = out.vertices + normals * offsets[:, None]
     front = (normals * verts).sum(-1) < 0
     score = torch.rand(front.shape, generator=gen) + front.float()  # front-facing first, shuffled
     index = score.topk(points, dim=1).indices
@@ -338,6 +356,35 @@ def test_loose_clothes_on_a_turning_subject_are_fitted_behind_their_surface(body
     assert fit.clothing > 0.02 and abs(depth["corrected"]) < abs(depth["plain"]) / 3
     assert abs(fit.depth_offsets[-1].offset) < abs(fit.depth_offsets[0].offset) / 4  # the views agree
     assert mpjpe(body, fit, pose, trans, shape).mean() < 0.7 * mpjpe(body, plain, pose, trans, shape).mean()
+
+
+def test_the_scalp_is_the_back_top_and_sides_of_the_head_not_the_face(body):
+    region = scalp(body)
+    with torch.no_grad():
+        vertices = body.rest()[0][0]
+    head = body.weights[:, JOINT_INDEX["head"]] >= 0.5
+    x, y, z = vertices[head].T
+    on_head = region[head]
+    assert on_head[z.argmin()] and on_head[y.argmax()] and on_head[x.argmin()] and on_head[x.argmax()]
+    assert not on_head[z.argmax()]  # the tip of the nose
+    assert not region[~head].any() and 0.2 < on_head.float().mean() < 0.8
+
+
+def test_hair_does_not_pull_the_head_of_a_person_seen_from_behind(body):
+    pose, trans, shape = camera_frame_bodies(body, 4, yaw=math.pi)
+    obs = synthetic_observations(body, pose, trans, shape, seed=5, hair=0.03)
+    start = BodyStart(pose[0], trans[0], shape)
+    head = body.weights[:, JOINT_INDEX["head"]] >= 0.5
+    with torch.no_grad():
+        truth = body(pose, shape, trans).vertices[:, head].mean(1)
+    errors = {}
+    for match in (True, False):
+        options = replace(FAST, correct_depth=False, match_scalp=match)
+        fit = fit_body(body, obs, options=options, start=start)
+        with torch.no_grad():
+            fitted = body(fit.poses, fit.shape, fit.trans).vertices[:, head].mean(1)
+        errors[match] = float((fitted - truth).norm(dim=-1).mean())
+    assert errors[False] < 0.5 * errors[True], errors
 
 
 def test_keypoints_alone_make_no_depth_correction(body):
