@@ -76,7 +76,7 @@ def prepare(folder: Path, subject: Path = BENCH / "subject") -> None:
         (config.max_points, config.off_margin, config.seed)
     }, "the presets read different data"
     body = load_body_model(str(load_npz(subject / "body_fit" / "fits.npz")["body_model"]))
-    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed)
+    data = load_pina_data(subject, body, config)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(vars(data), folder / DATA_FILE)
     (folder / CACHE_DIR).mkdir(exist_ok=True)

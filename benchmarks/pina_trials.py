@@ -40,7 +40,6 @@ from capture.files import load_npz, read_json, save_npz, write_json
 from fitting.pina.data import gather_rows
 from fitting.pina.losses import masked_mean
 from fitting.pina.trainer import PinaTrainer
-from rgbd2avatar.geometry import batched_vertex_normals
 
 BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
@@ -248,22 +247,62 @@ def densepose_2d() -> Iterator[None]:
 
 
 def fixed_layer(metres: float) -> Callable[[], contextlib.AbstractContextManager]:
-    """``fit-body``'s depth correction with a given clothing layer instead of the estimated one."""
+    """``fit-body``'s depth correction with a given clothing layer, as thick in every region,
+    instead of the estimated ones."""
 
     @contextlib.contextmanager
     def context() -> Iterator[None]:
         from fitting import body_fit as fit
-        from fitting.depth_offset import DepthOffset
+        from fitting.depth_offset import CLOTHED_REGIONS, DepthOffset
 
         calls = iter([metres])
 
-        def depth_offset_of(body, obs, fitted):
-            return DepthOffset(next(calls, 0.0), torch.zeros(0), torch.zeros(0), 0)
+        def depth_offsets_of(body, obs, fitted):
+            offset = next(calls, 0.0)
+            return {
+                region: DepthOffset(offset, torch.zeros(0), torch.zeros(0), 0) for region in CLOTHED_REGIONS
+            }
 
-        with mock.patch.object(fit, "depth_offset_of", depth_offset_of):
+        with mock.patch.object(fit, "depth_offsets_of", depth_offsets_of):
             yield
 
     return context
+
+
+@contextlib.contextmanager
+def clothed_proxy() -> Iterator[None]:
+    """PINA's proxy geometry (the fitted body of the off-surface term and of the pretraining)
+    dressed in ``fit-body``'s clothing layer, moved out along the body's normals: does what no
+    frame sees (between the thighs, under the arms, the far side) get the clothes' thickness?"""
+    from fitting.body_fit import clothing_layer
+    from fitting.pina import data
+    from rgbd2avatar import pina_stage
+    from rgbd2avatar.geometry import vertex_normals
+
+    layer = {}
+    original_load, off_surface, canonical = (
+        data.load_pina_data,
+        data.off_surface_samples,
+        data.canonical_samples,
+    )
+
+    def load_pina_data(subject, body, config):
+        thickness = read_json(subject / "body_fit" / "fit.json")["clothing_layer_m"]
+        with torch.no_grad():
+            layer["metres"] = clothing_layer(body, thickness).numpy()[:, None]
+        return original_load(subject, body, config)
+
+    def dressed(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        return vertices + vertex_normals(vertices, faces) * layer["metres"]
+
+    with (
+        mock.patch.object(pina_stage, "load_pina_data", load_pina_data),
+        mock.patch.object(
+            data, "off_surface_samples", lambda v, f, *rest: off_surface(dressed(v, f), f, *rest)
+        ),
+        mock.patch.object(data, "canonical_samples", lambda v, f, *rest: canonical(dressed(v, f), f, *rest)),
+    ):
+        yield
 
 
 @contextlib.contextmanager
@@ -298,132 +337,6 @@ def shape_refitted() -> Iterator[None]:
         return original(body, obs, weights, options, progress, start, clothing)
 
     with mock.patch.object(fit, "fit_body", fit_body):
-        yield
-
-
-@contextlib.contextmanager
-def torso_layer() -> Iterator[None]:
-    """``fit-body``'s clothing layer (and the depth offset's clothed points) on the torso's bones
-    only, not on the upper arms and thighs, whose ends at elbows and knees are bare in short
-    sleeves and shorts."""
-    from fitting import body_fit, depth_offset
-
-    torso = tuple(bone for bone in depth_offset.CLOTHED_BONES if bone not in depth_offset.LIMB_ENDS)
-    with (
-        mock.patch.object(body_fit, "CLOTHED_BONES", torso),
-        mock.patch.object(depth_offset, "CLOTHED_BONES", torso),
-    ):
-        yield
-
-
-@contextlib.contextmanager
-def offset_where_layered() -> Iterator[None]:
-    """``fit-body``'s depth-offset estimate from the observed points whose nearest body vertex
-    carries at least half the clothing layer (:func:`fitting.body_fit.clothing_layer`), instead of
-    every point on the clothed bones: the bare ends of the thighs and upper arms left out."""
-    from fitting import body_fit, depth_offset
-
-    original = depth_offset.canonical_clothed
-
-    def canonical_clothed(body, poses, shape, trans, rays, points, normals, valid):
-        found = original(body, poses, shape, trans, rays, points, normals, valid)
-        with torch.no_grad():
-            _, index = depth_offset.nearest(points, body(poses, shape, trans).vertices)
-        layered = body_fit.clothing_layer(body, 1.0)[index] >= 0.5
-        return replace(found, mask=found.mask & layered)
-
-    with mock.patch.object(depth_offset, "canonical_clothed", canonical_clothed):
-        yield
-
-
-OBSERVED_POINTS = 4096
-"""Observed points per frame the ``observed_coverage`` trial attaches to the body's vertices."""
-MIN_OBSERVATIONS = 3
-"""Vertices with fewer attached points take their coverage from their neighbours."""
-COVERAGE_SMOOTHING = 2
-"""Rounds of neighbour averaging of the observed coverage."""
-FILL_ROUNDS = 20
-"""Rounds in which vertices seldom seen take their neighbours' coverage."""
-
-
-def neighbour_mean(faces: torch.Tensor, count: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The mean of each vertex's mesh neighbours, as a function of per-vertex values (V,)."""
-    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = torch.cat([edges, edges.flip(1)])
-    ones = torch.ones(len(edges))
-    adjacency = torch.sparse_coo_tensor(edges.T, ones, (count, count), check_invariants=True).coalesce()
-    degree = torch.sparse.sum(adjacency, 1).to_dense().clamp_min(1)
-    return lambda values: torch.sparse.mm(adjacency, values[:, None])[:, 0] / degree
-
-
-def observed_share(
-    body: Any, obs: Any, fit: Any, layer: torch.Tensor, fallback: torch.Tensor
-) -> torch.Tensor:
-    """(V,) how much of the clothing layer each vertex carries, from the observed clothes: the
-    mean offset of the observed points along the normal of their nearest fitted vertex plus the
-    layer (V,) the fit used, over the median of the torso's, clamped to [0, 1]; vertices seldom
-    seen take their neighbours', spread from ``fallback`` (V,)."""
-    from fitting import body_fit, depth_offset
-
-    rows = depth_offset.even_rows(obs.valid, OBSERVED_POINTS)
-    points = torch.gather(obs.points, 1, rows[..., None].expand(-1, -1, 3))
-    keep = torch.gather(obs.valid, 1, rows)
-    faces = body.faces
-    with torch.no_grad():
-        vertices = body(fit.poses, fit.shape, fit.trans).vertices
-    normals = batched_vertex_normals(vertices, faces)
-    distance, index = depth_offset.nearest(points, vertices)
-    along = body_fit.gather_rows(normals, index)
-    offsets = ((points - body_fit.gather_rows(vertices, index)) * along).sum(-1)
-    kept = keep & (distance < depth_offset.ATTACH_RADIUS)
-    count = vertices.shape[1]
-    total = torch.zeros(count).index_add_(0, index[kept], offsets[kept])
-    seen = torch.zeros(count).index_add_(0, index[kept], torch.ones(int(kept.sum())))
-    thickness = total / seen.clamp_min(1) + layer
-    torso = [body_fit.JOINT_INDEX[b] for b in depth_offset.CLOTHED_BONES if b not in depth_offset.LIMB_ENDS]
-    reference = thickness[torch.isin(body.part_labels, torch.tensor(torso)) & (seen >= MIN_OBSERVATIONS)]
-    share = (thickness / reference.median()).clamp(0.0, 1.0)
-    unseen = seen < MIN_OBSERVATIONS
-    share = torch.where(unseen, fallback, share)
-    average = neighbour_mean(faces, count)
-    for _ in range(FILL_ROUNDS):
-        share = torch.where(unseen, average(share), share)
-    for _ in range(COVERAGE_SMOOTHING):
-        share = average(share)
-    return share
-
-
-@contextlib.contextmanager
-def observed_coverage(after_layer: bool) -> Iterator[None]:
-    """``fit-body``'s clothing layer spread by where clothes are seen instead of over fixed bones:
-    each vertex carries the share :func:`observed_share` measures (a garment's hem shows as a step
-    in the observed offsets), on every bone. Measured on the first pass's fit, or with
-    ``after_layer`` on the fit behind the usual clothing layer, which is then fitted once more."""
-    from fitting import body_fit
-
-    original_refit, original_layer, shares = body_fit.refit_with_clothing, body_fit.clothing_layer, {}
-
-    def measure(body, obs, fit, clothing):
-        fallback = original_layer(body, 1.0)
-        share = observed_share(body, obs, fit, clothing * fallback.cpu(), fallback.cpu())
-        shares["share"] = share.to(body.v_template.device)
-
-    def refit_with_clothing(body, obs, weights, options, progress, fit, clothing):
-        if not after_layer:
-            measure(body, obs, fit, 0.0)
-            return original_refit(body, obs, weights, options, progress, fit, clothing)
-        layered = original_refit(body, obs, weights, options, progress, fit, clothing)
-        measure(body, obs, layered, layered.clothing)
-        final = body_fit.fit_behind_layer(body, obs, weights, options, progress, fit, layered.clothing)
-        return replace(final, clothing=layered.clothing, depth_offsets=layered.depth_offsets)
-
-    def clothing_layer(body, thickness):
-        return thickness * shares["share"] if "share" in shares else original_layer(body, thickness)
-
-    with (
-        mock.patch.object(body_fit, "refit_with_clothing", refit_with_clothing),
-        mock.patch.object(body_fit, "clothing_layer", clothing_layer),
-    ):
         yield
 
 
@@ -501,6 +414,8 @@ BATCH_4X = {"frames_per_step": 8, "points_per_frame": 1024, "off_points_per_fram
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "body_refit": Trial(refit_body=True),
+    "clothed_proxy": Trial(context=clothed_proxy),
+    "clothed_proxy_seed_1": Trial(config={"seed": 1}, context=clothed_proxy),
     "seed_1": Trial(config={"seed": 1}),
     "seed_2": Trial(config={"seed": 2}),
     "no_pose_opt": Trial(config={"optimise_poses": False}),
@@ -529,14 +444,11 @@ TRIALS: dict[str, Trial] = {
     "sdf_huber_2cm": Trial(context=lambda: trainer(huber_trainer(0.02))),
     "densepose_2d": Trial(context=densepose_2d, refit_body=True),
     "layer_30mm": Trial(context=fixed_layer(0.03), refit_body=True),
+    "layer_30mm_seed_1": Trial(config={"seed": 1}, context=fixed_layer(0.03), refit_body=True),
     "true_root": Trial(edit=true_parts(root=True)),
     "true_articulation": Trial(edit=true_parts(root=False)),
     "true_shape_body_fit": Trial(context=true_shape_held, refit_body=True),
     "shape_refitted": Trial(context=shape_refitted, refit_body=True),
-    "torso_layer": Trial(context=torso_layer, refit_body=True),
-    "offset_where_layered": Trial(context=offset_where_layered, refit_body=True),
-    "observed_coverage": Trial(context=lambda: observed_coverage(False), refit_body=True),
-    "observed_coverage_layered": Trial(context=lambda: observed_coverage(True), refit_body=True),
 }
 
 

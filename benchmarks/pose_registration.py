@@ -22,7 +22,7 @@ import torch
 
 from capture.files import load_npz, write_json
 from fitting.pina import losses
-from fitting.pina.config import LossWeights
+from fitting.pina.config import LossWeights, PinaConfig
 from fitting.pina.data import gather_rows, load_pina_data, sample_rows
 from rgbd2avatar.avatar.store import StoredAvatar, load_avatar
 from rgbd2avatar.bench import pose_accuracy
@@ -42,7 +42,7 @@ def accuracy(fits: dict, poses: torch.Tensor, trans: torch.Tensor) -> dict:
 def register(stored: StoredAvatar, subject: Path, condition: str) -> list[dict]:
     """Accuracy every REPORT_EVERY iterations of registering all frames to the frozen avatar."""
     avatar = stored.avatar.requires_grad_(False)
-    data = load_pina_data(subject, avatar.body, 4000, 0.05, 0)
+    data = load_pina_data(subject, avatar.body, PinaConfig())
     fits = load_npz(subject / "body_fit" / "fits.npz")
     weights = LossWeights()
     delta_pose = torch.zeros_like(stored.poses, requires_grad=True)

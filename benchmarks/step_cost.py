@@ -79,7 +79,7 @@ def measure(preset_name: str, steps: int, device: torch.device, subject: Path = 
     """Seconds per joint step and operators per joint step (total and by caller)."""
     body = load_body_model("anny")
     config = preset(preset_name, pretrain_steps=PRETRAIN, joint_steps=WARMUP + steps + COUNTED)
-    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed)
+    data = load_pina_data(subject, body, config)
     trainer = PinaTrainer(body.to(device), data.to(device), config)
     trainer.run(until=PRETRAIN + WARMUP)
     seconds = seconds_per_step(trainer, PRETRAIN + WARMUP + steps, device)

@@ -77,17 +77,20 @@ Loose clothing: every term above pulls the naked body onto the clothed surface, 
 single view puts the torso a few centimetres too close to the camera in every frame (the
 articulation bends to keep the bare hands, feet and head where they are seen). Once all frames
 are fitted, :mod:`fitting.depth_offset` estimates that offset s from the disagreement between
-views of the turning subject, and the sequence is fitted again (shape fixed) against a clothing
-layer: the vertices of the torso, and of the upper arms and thighs thinning to nothing at the
-elbows and knees, fading out towards the bare parts by their skinning weights, are moved s
-towards the camera along the viewing ray in every data term (:func:`clothing_layer`), so the body
-settles behind the surface it is matched to. (A layer of the full s on the whole upper arms and
-thighs pushed the bare elbows and knees back: they sat 1.3 and 1.5 cm too far from the camera on
-the ``small`` protocol, and its MPJPE was 1.22 cm against 1.06 cm with the thinning layer. An inflated
-body, the layer along the vertex normals, tried too, fitted 40 % slower and was no better on the
-synthetic benchmarks: MPJPE 1.26 against 1.28 cm on the ``small`` protocol, 1.20 against 1.10 cm
-on ``benchmarks/bench_body_fit.py``, held-out Chamfer of the ``fast`` avatar 0.71 against 0.66 cm.)
-The offset
+views of the turning subject, one for each clothed region (hips and thighs; trunk and upper
+arms), and the sequence is fitted again (shape fixed) against a clothing layer: the vertices of
+the torso, and of the upper arms and thighs thinning to nothing at the elbows and knees, fading
+out towards the bare parts by their skinning weights, are moved their region's s towards the
+camera along the viewing ray in every data term (:func:`clothing_layer`), so the body settles
+behind the surface it is matched to. (One s for both regions, the mean, left the pelvis 0.7 cm
+too close and the chest 0.6 cm too far on the ``small`` protocol: the fitted shape, which grows
+into the clothes, takes up more of the top than of the shorts. A layer of the full s on the
+whole upper arms and thighs pushed the bare elbows and knees back: they sat 1.3 and 1.5 cm too
+far from the camera, and the MPJPE was 1.22 cm against 1.06 cm with the thinning layer. An
+inflated body, the layer along the vertex normals, tried too, fitted 40 % slower and was no
+better on the synthetic benchmarks: MPJPE 1.26 against 1.28 cm on the ``small`` protocol, 1.20
+against 1.10 cm on ``benchmarks/bench_body_fit.py``, held-out Chamfer of the ``fast`` avatar 0.71
+against 0.66 cm.) The offset
 of the refitted bodies is added to the layer and the sequence fitted again, up to
 :attr:`FitOptions.depth_refits` times, until the views agree (:attr:`FitOptions.correct_depth`;
 the estimates are kept in :attr:`BodyFit.depth_offsets`).
@@ -101,14 +104,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from capture.sequence import Calibration
 from fitting import camera, priors
-from fitting.depth_offset import CLOTHED_BONES, LIMB_ENDS, DepthOffset, estimate_depth_offset
+from fitting.depth_offset import CLOTHED_REGIONS, LIMB_ENDS, DepthOffset, estimate_depth_offset
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
@@ -279,9 +282,10 @@ class BodyFit:
         terms: per data term ("keypoints", "densepose", "icp"), (F,) weighted energy.
         reinitialised: (F,) bool, frames whose first fit was far worse than the rest and were
             re-initialised from their own observations.
-        clothing: metres of the clothing layer the fit used (:func:`clothing_layer`).
-        depth_offsets: the depth-offset estimate after each pass (the last: what remains), with
-            its evidence; empty when :attr:`FitOptions.correct_depth` is off.
+        clothing: metres of the clothing layer the fit used, by region of
+            :data:`fitting.depth_offset.CLOTHED_REGIONS` (:func:`clothing_layer`); empty for none.
+        depth_offsets: the depth-offset estimates by region after each pass (the last: what
+            remains), with their evidence; empty when :attr:`FitOptions.correct_depth` is off.
     """
 
     frames: torch.Tensor
@@ -291,8 +295,8 @@ class BodyFit:
     residuals: torch.Tensor
     terms: dict[str, torch.Tensor]
     reinitialised: torch.Tensor
-    clothing: float = 0.0
-    depth_offsets: list[DepthOffset] = field(default_factory=list)
+    clothing: dict[str, float] = field(default_factory=dict)
+    depth_offsets: list[dict[str, DepthOffset]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -540,26 +544,28 @@ class Context:
     clothing: torch.Tensor | None = None
 
 
-def clothing_layer(body: BodyModel, thickness: float) -> torch.Tensor:
-    """(V,) a layer ``thickness`` thick over the torso (:data:`fitting.depth_offset.CLOTHED_BONES`),
-    thinning linearly along the thighs and upper arms to nothing at the knees and elbows
-    (:data:`fitting.depth_offset.LIMB_ENDS`; short sleeves and shorts leave elbows and knees
-    bare), and fading out towards the bare hands, feet and head as the vertices' skinning weights
-    leave those bones.
+def clothing_layer(body: BodyModel, thickness: Mapping[str, float]) -> torch.Tensor:
+    """(V,) metres of clothing on each vertex: each region of
+    :data:`fitting.depth_offset.CLOTHED_REGIONS` (hips and thighs; trunk and upper arms) as thick
+    as ``thickness`` gives it (regions not named: none), thinning linearly along the thighs and
+    upper arms to nothing at the knees and elbows (:data:`fitting.depth_offset.LIMB_ENDS`; short
+    sleeves and shorts leave elbows and knees bare), and blending between regions and fading out
+    towards the bare hands, feet and head as the vertices' skinning weights move between bones.
 
     Positions along a limb are measured in the rest pose of the model's default shape: the
     vertex's projection onto the bone from its joint (0) to the joint at its far end (1).
     """
     vertices, joints = (value[0] for value in body.rest())
-    share = vertices.new_zeros(len(vertices))
-    for name in CLOTHED_BONES:
-        bone = JOINT_INDEX[name]
-        cover = body.weights[:, bone]
-        if name in LIMB_ENDS:
-            start, axis = joints[bone], joints[JOINT_INDEX[LIMB_ENDS[name]]] - joints[bone]
-            cover = cover * (1.0 - (vertices - start) @ axis / (axis @ axis)).clamp(0.0, 1.0)
-        share = share + cover
-    return thickness * share
+    layer = vertices.new_zeros(len(vertices))
+    for region, metres in thickness.items():
+        for name in CLOTHED_REGIONS[region]:
+            bone = JOINT_INDEX[name]
+            cover = body.weights[:, bone]
+            if name in LIMB_ENDS:
+                start, axis = joints[bone], joints[JOINT_INDEX[LIMB_ENDS[name]]] - joints[bone]
+                cover = cover * (1.0 - (vertices - start) @ axis / (axis @ axis)).clamp(0.0, 1.0)
+            layer = layer + metres * cover
+    return layer
 
 
 def scalp(body: BodyModel) -> torch.Tensor:
@@ -576,10 +582,10 @@ def make_context(
     weights: FitWeights,
     options: FitOptions,
     device: torch.device,
-    clothing: float = 0.0,
+    clothing: Mapping[str, float] | None = None,
 ) -> Context:
     """The :class:`Context` of fitting ``obs`` with ``body`` (already on ``device``), with a
-    clothing layer of ``clothing`` metres (none at 0)."""
+    clothing layer of ``clothing`` metres by region (:func:`clothing_layer`; None: none)."""
     use_keypoints = (
         obs.keypoints is not None
         and obs.keypoint_names is not None
@@ -1239,7 +1245,7 @@ def fit_body(
     options: FitOptions = FitOptions(),
     progress: Callable[[int, int], None] | None = None,
     start: BodyStart | None = None,
-    clothing: float = 0.0,
+    clothing: Mapping[str, float] | None = None,
 ) -> BodyFit:
     """Fit the body model to every frame of ``obs`` (see the module docstring for the method).
 
@@ -1252,8 +1258,8 @@ def fit_body(
             of :attr:`FitOptions.correct_depth`).
         start: a known starting body for the first frame, instead of initialising it from its
             observations.
-        clothing: metres the observed clothed surface stands in front of the body along the
-            viewing rays (see :func:`clothing_layer`), when known.
+        clothing: metres by region that the observed clothed surface stands in front of the
+            body along the viewing rays (see :func:`clothing_layer`), when known.
     Returns:
         :class:`BodyFit`, on the CPU.
     """
@@ -1275,7 +1281,7 @@ def fit_body(
             progress(tracker.fitted, total)
     fit = collect(tracker, obs.frames, body)
     if not (options.correct_depth and matches_surface(weights, obs)):
-        return fit
+        return replace(fit, clothing=dict(clothing or {}))
     return refit_with_clothing(body, obs, weights, options, progress, fit, clothing)
 
 
@@ -1292,22 +1298,34 @@ def refit_with_clothing(
     options: FitOptions,
     progress: Callable[[int, int], None] | None,
     fit: BodyFit,
-    clothing: float,
+    clothing: Mapping[str, float] | None,
 ) -> BodyFit:
     """Fit again with a clothing layer until the views agree (see the module docstring).
 
-    The depth offset s of the fits (:func:`fitting.depth_offset.estimate_depth_offset`) is added
-    to the layer and the sequence fitted again (shape fixed, the first pass's first body as the
-    start), until |s| < :data:`MIN_CLOTHING` or after :attr:`FitOptions.depth_refits` refits. The
-    layer moves only the clothed parts back: the bare hands, feet and head, which the first pass fitted
-    where they are, stay there (a rigid shift of the whole body would move them too)."""
-    first, estimates = fit, [depth_offset_of(body, obs, fit)]
-    while abs(estimates[-1].offset) >= MIN_CLOTHING and len(estimates) <= options.depth_refits:
-        clothing += estimates[-1].offset
-        logger.info("fitting again with a %.1f mm clothing layer", clothing * 1e3)
-        fit = fit_behind_layer(body, obs, weights, options, progress, first, clothing)
-        estimates.append(depth_offset_of(body, obs, fit))
-    return replace(fit, clothing=clothing, depth_offsets=estimates)
+    The depth offset s of each clothed region's points (:func:`depth_offsets_of`) is added to that
+    region's layer and the sequence fitted again (shape fixed, the first pass's first body as the
+    start), until every |s| < :data:`MIN_CLOTHING` or after :attr:`FitOptions.depth_refits`
+    refits. The layer moves only the clothed parts back: the bare hands, feet and head, which the
+    first pass fitted where they are, stay there (a rigid shift of the whole body would move them
+    too)."""
+    first, estimates = fit, [depth_offsets_of(body, obs, fit)]
+    layer = dict.fromkeys(CLOTHED_REGIONS, 0.0) | dict(clothing or {})
+    while remaining(estimates[-1]) >= MIN_CLOTHING and len(estimates) <= options.depth_refits:
+        layer = {region: metres + estimates[-1][region].offset for region, metres in layer.items()}
+        logger.info("fitting again with a clothing layer of %s", in_mm(layer))
+        fit = fit_behind_layer(body, obs, weights, options, progress, first, layer)
+        estimates.append(depth_offsets_of(body, obs, fit))
+    return replace(fit, clothing=layer, depth_offsets=estimates)
+
+
+def remaining(estimates: Mapping[str, DepthOffset]) -> float:
+    """Metres: the largest depth offset of the regions, in size."""
+    return max(abs(found.offset) for found in estimates.values())
+
+
+def in_mm(metres: Mapping[str, float]) -> str:
+    """Metres by region in millimetres, e.g. ``lower 21.3 mm, upper 19.0 mm``."""
+    return ", ".join(f"{region} {value * 1e3:.1f} mm" for region, value in metres.items())
 
 
 def fit_behind_layer(
@@ -1317,10 +1335,11 @@ def fit_behind_layer(
     options: FitOptions,
     progress: Callable[[int, int], None] | None,
     first: BodyFit,
-    clothing: float,
+    clothing: Mapping[str, float],
 ) -> BodyFit:
     """One refit of :func:`refit_with_clothing`: the sequence fitted again behind a clothing layer
-    ``clothing`` metres thick, the shape fixed, from the first pass's (``first``) first body."""
+    ``clothing`` metres thick by region, the shape fixed, from the first pass's (``first``) first
+    body."""
     stages = options.iterations
     again = replace(options, correct_depth=False, iterations=(stages[0], stages[1] + stages[2], 0))
     return fit_body(
@@ -1328,12 +1347,20 @@ def fit_behind_layer(
     )
 
 
-def depth_offset_of(body: BodyModel, obs: FitObservations, fit: BodyFit) -> DepthOffset:
-    """:func:`fitting.depth_offset.estimate_depth_offset` of a fit, on the body model's device."""
+def depth_offsets_of(body: BodyModel, obs: FitObservations, fit: BodyFit) -> dict[str, DepthOffset]:
+    """:func:`fitting.depth_offset.estimate_depth_offset` of a fit for each region of
+    :data:`fitting.depth_offset.CLOTHED_REGIONS` (its points alone), on the body model's device."""
     device = body.v_template.device
     poses, shape, trans = (value.to(device) for value in (fit.poses, fit.shape, fit.trans))
-    found = estimate_depth_offset(body, poses, shape, trans, obs.points, obs.normals, obs.valid)
-    logger.info("clothing depth offset %.1f mm from %d view pairs", found.offset * 1e3, found.pairs)
+    found = {
+        region: estimate_depth_offset(body, poses, shape, trans, obs.points, obs.normals, obs.valid, bones)
+        for region, bones in CLOTHED_REGIONS.items()
+    }
+    logger.info(
+        "clothing depth offsets %s from %d view pairs",
+        in_mm({region: estimate.offset for region, estimate in found.items()}),
+        max(estimate.pairs for estimate in found.values()),
+    )
     return found
 
 

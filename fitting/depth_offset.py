@@ -18,7 +18,9 @@ root frame differ by :data:`PAIR_ANGLES`: views too close see the same offset, v
 apart see different sides. A parabola through the best candidate and its neighbours gives s.
 Only what clothes cover almost always takes part: the torso, upper arms and thighs
 (:data:`CLOTHED_BONES`); hands, feet and head are bare, and forearms and shins carry larger pose
-errors than the offset. A subject that never turns gives no pairs, and then no correction (s = 0).
+errors than the offset. Each region of :data:`CLOTHED_REGIONS` gets its own estimate: garments
+stand off the body by different amounts, and the fitted shape takes up more of one than of
+another. A subject that never turns gives no pairs, and then no correction (s = 0).
 
 Shapes: F frames, N points per frame, V vertices, J bones, P view pairs, C candidates.
 """
@@ -41,11 +43,16 @@ PAIR_ANGLES = (math.radians(40), math.radians(80))
 PARTNERS = 4
 """Most view pairs per frame (evenly spread over the eligible frames): the cost grows with F,
 not F²."""
-CLOTHED_BONES = (
-    *("pelvis", "spine1", "spine2", "spine3", "left_collar", "right_collar"),
-    *("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
-)
-"""Bones of the torso, upper arms and thighs (SMPL's shoulder and hip joints move them)."""
+CLOTHED_REGIONS = {
+    "lower": ("pelvis", "left_hip", "right_hip"),
+    "upper": ("spine1", "spine2", "spine3", "left_collar", "right_collar", "left_shoulder", "right_shoulder"),
+}
+"""The clothed bones by region, each region with a clothing layer of its own thickness
+(:func:`fitting.body_fit.clothing_layer`) and a depth offset estimated from its own points: the
+hips and thighs (trousers, shorts or a skirt) and the trunk above them with the upper arms (a top).
+SMPL's shoulder and hip joints move the upper arms and the thighs."""
+CLOTHED_BONES = tuple(bone for bones in CLOTHED_REGIONS.values() for bone in bones)
+"""Bones of the torso, upper arms and thighs: every region's."""
 LIMB_ENDS = {
     "left_hip": "left_knee", "right_hip": "right_knee",
     "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
@@ -158,18 +165,19 @@ def canonical_clothed(
     points: torch.Tensor,
     normals: torch.Tensor,
     valid: torch.Tensor,
+    bones: tuple[str, ...] = CLOTHED_BONES,
 ) -> Canonical:
     """Observed points and normals on the clothed bones in the body's rest pose, by inverse skinning.
 
     Each point takes the blended transform of its nearest posed vertex (the attachment stays
     with every offset tried, so all candidates score the same points); points whose nearest
-    vertex belongs to no :data:`CLOTHED_BONES`, or is farther than :data:`ATTACH_RADIUS`, are masked out.
+    vertex belongs to none of ``bones``, or is farther than :data:`ATTACH_RADIUS`, are masked out.
 
     Args:
         poses: (F, 72); shape: (S,); trans: (F, 3); rays: (F, 3) unit viewing rays;
         points, normals: (F, N, 3); valid: (F, N).
     """
-    clothed = torch.tensor([JOINT_INDEX[b] for b in CLOTHED_BONES], device=poses.device)
+    clothed = torch.tensor([JOINT_INDEX[b] for b in bones], device=poses.device)
     with torch.no_grad():
         posed = body(poses, shape, trans)
         distance, index = nearest(points, posed.vertices)
@@ -230,6 +238,7 @@ def estimate_depth_offset(
     points: torch.Tensor,
     normals: torch.Tensor,
     valid: torch.Tensor,
+    bones: tuple[str, ...] = CLOTHED_BONES,
 ) -> DepthOffset:
     """The clothing's depth offset of a fitted sequence (see the module docstring).
 
@@ -238,6 +247,7 @@ def estimate_depth_offset(
         poses: (F, 72); shape: (S,); trans: (F, 3): the fits, depth camera frame, on that device.
         points, normals: (F, N, 3) observed points and normals; valid: (F, N) bool, on any
             device (a subsample of :data:`MAX_POINTS` per frame moves to the body's).
+        bones: the clothed bones whose points take part (a region of :data:`CLOTHED_REGIONS`).
     """
     device = body.v_template.device
     rows = even_rows(valid, MAX_POINTS)
@@ -246,7 +256,7 @@ def estimate_depth_offset(
     ]
     keep = torch.gather(valid, 1, rows).to(device)
     rays = viewing_rays(body, poses, shape, trans)
-    canonical = canonical_clothed(body, poses, shape, trans, rays, *gathered, keep)
+    canonical = canonical_clothed(body, poses, shape, trans, rays, *gathered, keep, bones)
     pairs = view_pairs(poses[:, :3], rays)
     pairs = pairs[(canonical.mask.sum(1) >= MIN_POINTS)[pairs].all(1)]
     candidates = torch.tensor(CANDIDATES, dtype=trans.dtype)

@@ -144,7 +144,7 @@ def body_fit_accuracy(subject: Path, capture_dir: Path) -> dict:
     fits = load_npz(subject / "body_fit" / "fits.npz")
     summary = read_json(subject / "body_fit" / "fit.json")
     return pose_accuracy(fits, capture_dir) | {
-        "clothing_layer_cm": float(fits.get("clothing", 0.0)) * 100,
+        "clothing_layer_cm": {region: 100 * metres for region, metres in summary["clothing_layer_m"].items()},
         "reinitialised": int(fits["reinitialised"].sum()),
         "fit_frames_per_s": summary["frames_per_second"],
         "fit_device": summary["device"],

@@ -5,9 +5,10 @@
     fits.npz              body_model, shape_names, frames (F,), shape (S,), poses (F, 72),
                           trans (F, 3) in the depth camera's frame, residuals (F,),
                           terms_<name> (F,) per data term, reinitialised (F,),
-                          clothing () metres of the torso clothing layer the fit used
+                          clothing (R,) metres of the clothing layer the fit used in each
+                          region named by clothing_regions (R,) (empty without a layer)
     fit.json              the options, weights and a summary (frames, seconds, frames/s, the
-                          clothing layer and the depth-offset estimate of every pass)
+                          clothing layer and every pass's depth-offset estimates, by region)
     overlays/000123.png   the fitted body drawn over the colour frame, for a few frames
 
 Shapes: F frames, V vertices, S shape parameters.
@@ -48,7 +49,8 @@ def save_fits(path: Path, body: BodyModel, fit: BodyFit) -> None:
         trans=fit.trans.numpy(),
         residuals=fit.residuals.numpy(),
         reinitialised=fit.reinitialised.numpy(),
-        clothing=np.array(fit.clothing),
+        clothing=np.array(list(fit.clothing.values()), np.float64),
+        clothing_regions=np.array(list(fit.clothing), dtype=str),
         **{f"terms_{name}": values.numpy() for name, values in fit.terms.items()},
     )
 
@@ -132,7 +134,10 @@ def run_body_fit(
             "frames_per_second": len(fit.frames) / timer.seconds,
             "device": str(options.device),
             "clothing_layer_m": fit.clothing,
-            "depth_offsets": [depth_offset_summary(found) for found in fit.depth_offsets],
+            "depth_offsets": [
+                {region: depth_offset_summary(found) for region, found in estimates.items()}
+                for estimates in fit.depth_offsets
+            ],
             "weights": asdict(weights),
             "options": asdict(options),
         },

@@ -409,10 +409,19 @@ def fit_body_command(
     overlays = workspace.root / "body_fit" / "overlays"
     details = (
         f"{summary['reinitialised']} re-initialised",
-        f"clothing layer {100 * summary['clothing_layer_m']:.1f} cm",
+        clothing_summary(summary["clothing_layer_m"]),
         f"overlays in {overlays}",
     )
     stage_summary("fit-body", f"{summary['frames']} frames", timer.seconds, *details)
+
+
+def clothing_summary(layer: dict[str, float]) -> str:
+    """``fit-body``'s clothing layer by region in words, e.g. "clothing layer 2.6 cm lower, 2.1 cm upper"."""
+    if not layer:
+        return "no clothing layer"
+    return "clothing layer " + ", ".join(
+        f"{100 * metres:.1f} cm {region}" for region, metres in layer.items()
+    )
 
 
 @command()

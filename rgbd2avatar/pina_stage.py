@@ -69,7 +69,7 @@ def run_pina(
     Returns:
         The summary written to ``train.json``.
     """
-    data = load_pina_data(subject, body, config.max_points, config.off_margin, config.seed)
+    data = load_pina_data(subject, body, config)
     signature = input_signature(subject, config, device)
     return optimise_avatar(subject / "pina", data, body, config, device, signature, model_dir, gender, report)
 

@@ -22,6 +22,7 @@ from fitting.body_fit import (
     scalp,
     torso_rotation,
 )
+from fitting.depth_offset import CLOTHED_REGIONS
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs, load_body_model
@@ -155,7 +156,7 @@ def camera_frame_bodies(body, frames: int, yaw: float = 0.3, turn: float = 0.03)
 
 def test_clothing_layer_covers_the_torso_and_thins_along_the_limbs_to_bare_knees_and_elbows(body):
     thickness = 0.02
-    layer = clothing_layer(body, thickness)
+    layer = clothing_layer(body, dict.fromkeys(CLOTHED_REGIONS, thickness))
     with torch.no_grad():
         vertices, joints = (value[0] for value in body.rest())
     main_bone = body.weights.argmax(1)
@@ -179,7 +180,22 @@ def test_clothing_layer_covers_the_torso_and_thins_along_the_limbs_to_bare_knees
         assert len(middle) and len(at_end)
         assert 0.3 * thickness < middle.mean() < 0.7 * thickness
         assert at_end.max() < 0.25 * thickness
-    assert torch.allclose(clothing_layer(body, 2 * thickness), 2 * layer)
+    assert torch.allclose(clothing_layer(body, dict.fromkeys(CLOTHED_REGIONS, 2 * thickness)), 2 * layer)
+
+
+def test_each_clothing_region_has_its_own_thickness(body):
+    lower, upper = clothing_layer(body, {"lower": 0.03}), clothing_layer(body, {"upper": 0.01})
+    weights = body.weights
+
+    def only(*bones: str) -> torch.Tensor:
+        """Vertices skinned (almost) only to ``bones``."""
+        return weights[:, [JOINT_INDEX[bone] for bone in bones]].sum(1) > 0.999
+
+    hips, trunk = only(*CLOTHED_REGIONS["lower"]), only("spine1", "spine2", "spine3")
+    assert hips.any() and trunk.any()
+    assert upper[hips].max() < 1e-6 and abs(lower[hips].max() - 0.03) < 1e-4  # thinning down the thighs
+    assert torch.allclose(upper[trunk], torch.tensor(0.01)) and lower[trunk].max() < 1e-6
+    assert torch.allclose(clothing_layer(body, {"lower": 0.03, "upper": 0.01}), lower + upper)
 
 
 def synthetic_observations(
@@ -202,7 +218,7 @@ def synthetic_observations(
     with torch.no_grad():
         out = body(pose, shape, trans)
     joints, normals = out.joints, batched_vertex_normals(out.vertices, body.faces)
-    offsets = clothing_layer(body, clothes) + hair * scalp(body)
+    offsets = clothing_layer(body, dict.fromkeys(CLOTHED_REGIONS, clothes)) + hair * scalp(body)
     verts = out.vertices + normals * offsets[:, None]
     front = (normals * verts).sum(-1) < 0
     score = torch.rand(front.shape, generator=gen) + front.float()  # front-facing first, shuffled
@@ -353,8 +369,9 @@ def test_loose_clothes_on_a_turning_subject_are_fitted_behind_their_surface(body
     assert not plain.depth_offsets and depth["plain"] < -0.01  # pulled towards the camera
     # the layer lies along the viewing rays, these clothes along the normals (they also widen the
     # silhouette), so the refit removes most of the depth error, not all of it
-    assert fit.clothing > 0.02 and abs(depth["corrected"]) < abs(depth["plain"]) / 3
-    assert abs(fit.depth_offsets[-1].offset) < abs(fit.depth_offsets[0].offset) / 4  # the views agree
+    assert min(fit.clothing.values()) > 0.02 and abs(depth["corrected"]) < abs(depth["plain"]) / 3
+    first, last = fit.depth_offsets[0], fit.depth_offsets[-1]
+    assert all(abs(last[region].offset) < abs(first[region].offset) / 4 for region in CLOTHED_REGIONS)
     assert mpjpe(body, fit, pose, trans, shape).mean() < 0.7 * mpjpe(body, plain, pose, trans, shape).mean()
 
 
@@ -392,4 +409,4 @@ def test_keypoints_alone_make_no_depth_correction(body):
     obs = synthetic_observations(body, pose, trans, shape, seed=6, clothes=0.03)
     keypoints_only = replace(FitWeights(), icp=0.0, densepose=0.0)
     fit = fit_body(body, obs, keypoints_only, FAST, start=BodyStart(pose[0], trans[0], shape))
-    assert fit.clothing == 0.0 and not fit.depth_offsets  # no surface term a layer could move
+    assert fit.clothing == {} and not fit.depth_offsets  # no surface term a layer could move

@@ -27,6 +27,7 @@ import torch
 
 from capture.files import load_npz
 from fitting.load import frame_points, preprocessed_frames, subsample
+from fitting.pina.config import PinaConfig
 from rgbd2avatar.body.model import BodyModel
 from rgbd2avatar.errors import UserError
 from rgbd2avatar.geometry import MeshQuery
@@ -75,8 +76,9 @@ class PinaData:
         return PinaData(**{name: value.to(device) for name, value in vars(self).items()})
 
 
-def load_pina_data(subject: Path, body: BodyModel, max_points: int, off_margin: float, seed: int) -> PinaData:
-    """Observations, body fits and pseudo ground truth of a subject workspace (on the CPU)."""
+def load_pina_data(subject: Path, body: BodyModel, config: PinaConfig) -> PinaData:
+    """Observations, body fits and pseudo ground truth of a subject workspace (on the CPU), as
+    ``config`` asks (its ``max_points``, ``off_margin`` and ``seed``)."""
     fits = load_npz(subject / "body_fit" / "fits.npz")
     if str(fits["body_model"]) != body.name:
         raise UserError(
@@ -87,16 +89,16 @@ def load_pina_data(subject: Path, body: BodyModel, max_points: int, off_margin: 
     missing = sorted(set(frames.tolist()) - set(preprocessed_frames(subject / "preprocess")))
     if missing:
         raise UserError(f"{subject / 'preprocess'} lacks fitted frames {missing[:5]}; re-run the stages.")
-    points, normals, counts = _observed_points(subject / "preprocess", frames, max_points, seed)
+    points, normals, counts = _observed_points(subject / "preprocess", frames, config.max_points, config.seed)
     poses, trans = torch.from_numpy(fits["poses"]), torch.from_numpy(fits["trans"])
     shape = torch.from_numpy(fits["shape"])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
     with torch.no_grad():
         posed = body(poses, shape, trans).vertices.numpy()
         canonical = body.canonical(shape).vertices[0].numpy()
     faces = body.faces.numpy()
     off_points, off_sdf = zip(
-        *(off_surface_samples(vertices, faces, off_margin, rng) for vertices in posed), strict=True
+        *(off_surface_samples(vertices, faces, config.off_margin, rng) for vertices in posed), strict=True
     )
     canonical_points, canonical_sdf, canonical_weights = canonical_samples(
         canonical, faces, body.weights.numpy(), rng
