@@ -111,7 +111,7 @@ import torch
 
 from capture.sequence import Calibration
 from fitting import camera, priors
-from fitting.depth_offset import CLOTHED_REGIONS, LIMB_ENDS, DepthOffset, estimate_depth_offset
+from fitting.depth_offset import CLOTHED_REGIONS, LIMB_ENDS, DepthOffset, estimate_depth_offsets
 from fitting.observations import FitObservations
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
@@ -222,8 +222,8 @@ class FitOptions:
         match_scalp: let ICP and DensePose match the scalp (:func:`scalp`). Off by default: hair
             stands centimetres off the bald skull of the body model, and matched to it would
             pull the head towards the camera in every view from behind (on the ``small``
-            protocol the head sat 2.0 cm off in those views, 0.3 cm in views from the front);
-            the face, the keypoints and the neck place the head without it.
+            protocol the head joint sat 1.26 cm off in those frames when matched, 0.71 cm when
+            not); the face, the keypoints and the neck place the head without it.
         device: where to fit; None = where the observations are.
     """
 
@@ -1348,14 +1348,11 @@ def fit_behind_layer(
 
 
 def depth_offsets_of(body: BodyModel, obs: FitObservations, fit: BodyFit) -> dict[str, DepthOffset]:
-    """:func:`fitting.depth_offset.estimate_depth_offset` of a fit for each region of
-    :data:`fitting.depth_offset.CLOTHED_REGIONS` (its points alone), on the body model's device."""
+    """:func:`fitting.depth_offset.estimate_depth_offsets` of a fit (each region of
+    :data:`fitting.depth_offset.CLOTHED_REGIONS` from its points alone), on the body model's device."""
     device = body.v_template.device
     poses, shape, trans = (value.to(device) for value in (fit.poses, fit.shape, fit.trans))
-    found = {
-        region: estimate_depth_offset(body, poses, shape, trans, obs.points, obs.normals, obs.valid, bones)
-        for region, bones in CLOTHED_REGIONS.items()
-    }
+    found = estimate_depth_offsets(body, poses, shape, trans, obs.points, obs.normals, obs.valid)
     logger.info(
         "clothing depth offsets %s from %d view pairs",
         in_mm({region: estimate.offset for region, estimate in found.items()}),

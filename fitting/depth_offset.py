@@ -28,7 +28,8 @@ Shapes: F frames, N points per frame, V vertices, J bones, P view pairs, C candi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -143,17 +144,24 @@ class Canonical:
 
     Attributes:
         points: (F, N, 3) canonical points of the fitted bodies (c = 0); motion: (F, N, 3)
-        −R⁻¹ u, how they move per metre of c; normals: (F, N, 3); mask: (F, N) bool.
+        −R⁻¹ u, how they move per metre of c; normals: (F, N, 3); mask: (F, N) bool;
+        parts: (F, N) long, the bone of each point's nearest posed vertex.
     """
 
     points: torch.Tensor
     motion: torch.Tensor
     normals: torch.Tensor
     mask: torch.Tensor
+    parts: torch.Tensor
 
     def shifted(self, offset: float) -> torch.Tensor:
         """(F, N, 3) canonical points when every body moves ``offset`` metres along its ray."""
         return self.points + offset * self.motion
+
+    def on(self, bones: tuple[str, ...]) -> Canonical:
+        """The points on some of the clothed bones only."""
+        ids = torch.tensor([JOINT_INDEX[bone] for bone in bones], device=self.parts.device)
+        return replace(self, mask=self.mask & torch.isin(self.parts, ids))
 
 
 def canonical_clothed(
@@ -165,19 +173,19 @@ def canonical_clothed(
     points: torch.Tensor,
     normals: torch.Tensor,
     valid: torch.Tensor,
-    bones: tuple[str, ...] = CLOTHED_BONES,
 ) -> Canonical:
     """Observed points and normals on the clothed bones in the body's rest pose, by inverse skinning.
 
     Each point takes the blended transform of its nearest posed vertex (the attachment stays
     with every offset tried, so all candidates score the same points); points whose nearest
-    vertex belongs to none of ``bones``, or is farther than :data:`ATTACH_RADIUS`, are masked out.
+    vertex belongs to no :data:`CLOTHED_BONES`, or is farther than :data:`ATTACH_RADIUS`, are
+    masked out.
 
     Args:
         poses: (F, 72); shape: (S,); trans: (F, 3); rays: (F, 3) unit viewing rays;
         points, normals: (F, N, 3); valid: (F, N).
     """
-    clothed = torch.tensor([JOINT_INDEX[b] for b in bones], device=poses.device)
+    clothed = torch.tensor([JOINT_INDEX[b] for b in CLOTHED_BONES], device=poses.device)
     with torch.no_grad():
         posed = body(poses, shape, trans)
         distance, index = nearest(points, posed.vertices)
@@ -187,8 +195,9 @@ def canonical_clothed(
         rest = torch.einsum("fnab,fnb->fna", rotation, points) + inverse[..., :3, 3]
         motion = -torch.einsum("fnab,fb->fna", rotation, rays)
         rest_normals = torch.nn.functional.normalize(torch.einsum("fnab,fnb->fna", rotation, normals), dim=-1)
-    mask = valid & (distance < ATTACH_RADIUS) & torch.isin(body.part_labels[index], clothed)
-    return Canonical(rest, motion, rest_normals, mask)
+    parts = body.part_labels[index]
+    mask = valid & (distance < ATTACH_RADIUS) & torch.isin(parts, clothed)
+    return Canonical(rest, motion, rest_normals, mask, parts)
 
 
 def disagreement(canonical: Canonical, offset: float, pairs: torch.Tensor) -> torch.Tensor:
@@ -230,7 +239,7 @@ def parabola_minimum(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(x[1]) + step * max(-1.0, min(1.0, shift))
 
 
-def estimate_depth_offset(
+def estimate_depth_offsets(
     body: BodyModel,
     poses: torch.Tensor,
     shape: torch.Tensor,
@@ -238,16 +247,17 @@ def estimate_depth_offset(
     points: torch.Tensor,
     normals: torch.Tensor,
     valid: torch.Tensor,
-    bones: tuple[str, ...] = CLOTHED_BONES,
-) -> DepthOffset:
-    """The clothing's depth offset of a fitted sequence (see the module docstring).
+    regions: Mapping[str, tuple[str, ...]] = CLOTHED_REGIONS,
+) -> dict[str, DepthOffset]:
+    """The clothing's depth offset of a fitted sequence in each region, from that region's points
+    alone (see the module docstring).
 
     Args:
         body: the body model the fits are of, on the device to work on.
         poses: (F, 72); shape: (S,); trans: (F, 3): the fits, depth camera frame, on that device.
         points, normals: (F, N, 3) observed points and normals; valid: (F, N) bool, on any
             device (a subsample of :data:`MAX_POINTS` per frame moves to the body's).
-        bones: the clothed bones whose points take part (a region of :data:`CLOTHED_REGIONS`).
+        regions: name → clothed bones (of :data:`CLOTHED_BONES`).
     """
     device = body.v_template.device
     rows = even_rows(valid, MAX_POINTS)
@@ -256,10 +266,16 @@ def estimate_depth_offset(
     ]
     keep = torch.gather(valid, 1, rows).to(device)
     rays = viewing_rays(body, poses, shape, trans)
-    canonical = canonical_clothed(body, poses, shape, trans, rays, *gathered, keep, bones)
+    canonical = canonical_clothed(body, poses, shape, trans, rays, *gathered, keep)
     pairs = view_pairs(poses[:, :3], rays)
-    pairs = pairs[(canonical.mask.sum(1) >= MIN_POINTS)[pairs].all(1)]
     candidates = torch.tensor(CANDIDATES, dtype=trans.dtype)
+    return {region: best_offset(canonical.on(bones), pairs, candidates) for region, bones in regions.items()}
+
+
+def best_offset(canonical: Canonical, pairs: torch.Tensor, candidates: torch.Tensor) -> DepthOffset:
+    """The candidate offset (C,) at which the view pairs (P, 2) of frames with enough points agree
+    best, refined by a parabola; 0 without such pairs."""
+    pairs = pairs[(canonical.mask.sum(1) >= MIN_POINTS)[pairs].all(1)]
     if len(pairs) == 0:
         return DepthOffset(0.0, candidates, candidates.new_zeros(0), 0)
     scores = torch.stack([disagreement(canonical, float(c), pairs) for c in candidates]).cpu()

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from fitting.depth_offset import PARTNERS, estimate_depth_offset, view_pairs, viewing_rays
+from fitting.depth_offset import (
+    CLOTHED_REGIONS,
+    PARTNERS,
+    DepthOffset,
+    estimate_depth_offsets,
+    view_pairs,
+    viewing_rays,
+)
 from rgbd2avatar.body import lbs, load_body_model
 from rgbd2avatar.body.skeleton import JOINT_INDEX, NUM_JOINTS
 
@@ -47,15 +54,17 @@ def seen_surface(body, poses, trans, clothing: float):
     return vertices + clothing * normals, normals, front
 
 
-def estimate(body, poses, trans, seen):
-    return estimate_depth_offset(body, poses, SHAPE, trans, *seen)
+def estimate(body, poses, trans, seen) -> dict[str, DepthOffset]:
+    found = estimate_depth_offsets(body, poses, SHAPE, trans, *seen)
+    assert found.keys() == CLOTHED_REGIONS.keys()
+    return found
 
 
 def test_exact_fits_of_a_turning_subject_need_no_correction(body):
     poses, trans = turning_subject(body, 24)
-    found = estimate(body, poses, trans, seen_surface(body, poses, trans, clothing=0.02))
-    assert found.pairs > 0
-    assert abs(found.offset) < 0.002
+    for found in estimate(body, poses, trans, seen_surface(body, poses, trans, clothing=0.02)).values():
+        assert found.pairs > 0
+        assert abs(found.offset) < 0.002
 
 
 @pytest.mark.parametrize("pushed", [0.02, 0.04])
@@ -64,18 +73,30 @@ def test_bodies_pushed_towards_the_camera_are_moved_back(body, pushed):
     seen = seen_surface(body, poses, trans, clothing=0.02)
     rays = viewing_rays(body, poses, SHAPE, trans)
     close = trans - pushed * rays
-    found = estimate(body, poses, close, seen)
-    assert found.offset == pytest.approx(pushed, abs=0.002)
-    assert found.scores.argmin() == found.candidates.sub(pushed).abs().argmin()
-    corrected = close + found.offset * viewing_rays(body, poses, SHAPE, close)
-    assert (corrected - trans).norm(dim=-1).max() < 0.003
+    for found in estimate(body, poses, close, seen).values():
+        assert found.offset == pytest.approx(pushed, abs=0.002)
+        assert found.scores.argmin() == found.candidates.sub(pushed).abs().argmin()
+        corrected = close + found.offset * viewing_rays(body, poses, SHAPE, close)
+        assert (corrected - trans).norm(dim=-1).max() < 0.003
+
+
+def test_each_region_gets_the_offset_of_its_own_points(body):
+    """The hips and thighs seen 3 cm farther along the rays than the body, the rest 1 cm."""
+    poses, trans = turning_subject(body, 24)
+    points, normals, front = seen_surface(body, poses, trans, clothing=0.02)
+    rays = viewing_rays(body, poses, SHAPE, trans)
+    lower = torch.isin(body.part_labels, torch.tensor([JOINT_INDEX[b] for b in CLOTHED_REGIONS["lower"]]))
+    farther = torch.where(lower, 0.03, 0.01)
+    found = estimate(body, poses, trans, (points + farther[None, :, None] * rays[:, None], normals, front))
+    assert found["lower"].offset == pytest.approx(0.03, abs=0.003)
+    assert found["upper"].offset == pytest.approx(0.01, abs=0.003)
 
 
 def test_a_subject_that_does_not_turn_gives_no_evidence_and_no_correction(body):
     poses, trans = turning_subject(body, 12, turn=math.radians(20))
     close = trans - 0.03 * viewing_rays(body, poses, SHAPE, trans)
-    found = estimate(body, poses, close, seen_surface(body, poses, trans, clothing=0.02))
-    assert found.pairs == 0 and found.offset == 0.0 and len(found.scores) == 0
+    for found in estimate(body, poses, close, seen_surface(body, poses, trans, clothing=0.02)).values():
+        assert found.pairs == 0 and found.offset == 0.0 and len(found.scores) == 0
 
 
 def test_view_pairs_are_the_frames_40_to_80_degrees_apart_in_the_body_frame():
