@@ -33,7 +33,7 @@ from fitting.load import frame_points
 from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames
 from rgbd2avatar.body.skeleton import JOINT_NAMES
 from rgbd2avatar.geometry import MeshQuery
-from rgbd2avatar.metrics import BOX_PADDING
+from rgbd2avatar.metrics import uniform_box_points
 from rgbd2avatar.synth.subject import make_subject
 
 CAPTURE = Path("bench_out") / "small" / "capture"
@@ -42,14 +42,6 @@ SAMPLES = 200_000
 """Uniform points per frame."""
 SHOWN = 8
 """Bones printed per workspace."""
-
-
-def box_points(meshes: list[MeshQuery], count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, 3) points uniform in the union box of the meshes, padded as the IoU metric pads it."""
-    low = np.min([mesh.vertices.min(0) for mesh in meshes], 0)
-    high = np.max([mesh.vertices.max(0) for mesh in meshes], 0)
-    pad = BOX_PADDING * float((high - low).max())
-    return rng.uniform(low - pad, high + pad, (count, 3)).astype(np.float32)
 
 
 def region_losses(workspace: Path, seed: int = 0) -> dict:
@@ -71,7 +63,7 @@ def region_losses(workspace: Path, seed: int = 0) -> dict:
     ):
         gt_mesh = trimesh.load(CAPTURE / "ground_truth" / "meshes" / f"{frame:06d}.ply", process=False)
         avatar, gt = MeshQuery(vertices, faces), MeshQuery(gt_mesh.vertices, gt_mesh.faces)
-        points = box_points([avatar, gt], SAMPLES, rng)
+        points = uniform_box_points(avatar, gt, SAMPLES, rng)
         in_avatar, in_gt = avatar.inside(points), gt.inside(points)
         differ = in_avatar != in_gt
         bones = main_bone[cKDTree(posed.body[row].numpy()).query(points[differ])[1]]

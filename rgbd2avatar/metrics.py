@@ -140,7 +140,7 @@ def _ratio(intersection: np.ndarray, union: np.ndarray) -> float:
     return float(intersection.sum()) / union_count if union_count else float("nan")
 
 
-def _uniform_box_points(pred: MeshQuery, gt: MeshQuery, count: int, rng: np.random.Generator) -> np.ndarray:
+def uniform_box_points(pred: MeshQuery, gt: MeshQuery, count: int, rng: np.random.Generator) -> np.ndarray:
     """(N, 3) points uniform in the union bounding box of both meshes, padded by BOX_PADDING."""
     corners = np.concatenate([pred.vertices, gt.vertices]).astype(np.float64)
     low, high = corners.min(0), corners.max(0)
@@ -156,7 +156,7 @@ def _near_points(gt: MeshQuery, count: int, rng: np.random.Generator) -> np.ndar
 
 def _iou(pred: MeshQuery, gt: MeshQuery, num_uniform: int, num_near: int, seed: int) -> IoU:
     rngs = _generators(seed)
-    uniform = _uniform_box_points(pred, gt, num_uniform, rngs["uniform"])
+    uniform = uniform_box_points(pred, gt, num_uniform, rngs["uniform"])
     near = _near_points(gt, num_near, rngs["near"])
     points = np.concatenate([uniform, near])
     in_pred, in_gt = pred.inside(points), gt.inside(points)
