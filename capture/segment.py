@@ -30,7 +30,10 @@ a floor, walls and furniture), per frame:
    join an object they touch but never link two.
 6. **The person** is the object with the most pixels among those at least ``min_height`` and at
    most ``max_height`` tall and at most ``max_width`` across (bounding box in the floor's frame)
-   (:func:`choose_person`): the wall is too wide, a box or a chair too low.
+   (:func:`choose_person`): the wall is too wide, a box or a chair too low. Objects that touch
+   the person within ``limb_gap`` of depth join it while its box stays that size
+   (:func:`with_limbs`): an arm held towards the camera can stand further in front of the trunk
+   than ``merge_gap`` and cut it in two in a side view, or cut off the head.
 
 No object qualifying means no person in the frame. The automatic background assumes the person
 moves during the recording (turning is enough); for a recording where they stand still, give
@@ -86,6 +89,8 @@ class SegmentOptions:
         max_width: … and at most this across (horizontal diagonal of its bounding box).
         merge_reach, merge_gap: clusters within ``merge_reach`` pixels and ``merge_gap`` metres of
             depth of each other belong to the same object.
+        limb_gap: objects within ``merge_reach`` pixels and ``limb_gap`` metres of depth of the
+            person join it while it stays person-sized (:func:`with_limbs`): about an arm's length.
         background_samples: frames sampled across the recording for the automatic background.
         min_background_samples: fewer sampled frames than this give no automatic background.
     """
@@ -110,6 +115,7 @@ class SegmentOptions:
     max_height: float = 2.5
     merge_reach: int = 2
     merge_gap: float = 0.3
+    limb_gap: float = 0.8
     background_samples: int = 32
     min_background_samples: int = 3
 
@@ -308,8 +314,10 @@ def depth_clusters(depth_m: np.ndarray, keep: np.ndarray, jump: float) -> tuple[
     return labels, int(clusters)
 
 
-def touching_clusters(labels: np.ndarray, depth_m: np.ndarray, reach: int, gap: float) -> np.ndarray:
-    """Pairs of clusters that come close in the image and in depth.
+def touching_clusters(
+    labels: np.ndarray, depth_m: np.ndarray, reach: int, gap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of clusters that come close in the image and in depth, with how close in depth.
 
     Two clusters touch when pixels of both lie within ``reach`` pixels of each other (Chebyshev
     distance; a reach over 1 bridges the ring of dropped pixels around silhouettes) with depths
@@ -320,10 +328,11 @@ def touching_clusters(labels: np.ndarray, depth_m: np.ndarray, reach: int, gap: 
         labels: (H, W) cluster labels, −1 for pixels to ignore; depth_m: (H, W) metres;
         reach: pixels; gap: metres.
     Returns:
-        (E, 2) int64 distinct label pairs (a < b).
+        (E, 2) int64 distinct label pairs (a < b) and (E,) the smallest depth difference (m) of
+        each pair's close pixels.
     """
     height, width = labels.shape
-    keys = []
+    keys, gaps = [], []
     for dv in range(reach + 1):
         for du in range(-reach, reach + 1):
             if dv == 0 and du <= 0:
@@ -333,12 +342,16 @@ def touching_clusters(labels: np.ndarray, depth_m: np.ndarray, reach: int, gap: 
                 np.s_[max(0, du) : width - max(0, -du)],
             )
             first, second = labels[: height - dv, columns], labels[dv:, shifted]
-            gaps = np.abs(depth_m[: height - dv, columns] - depth_m[dv:, shifted])
-            close = (first >= 0) & (second >= 0) & (first != second) & (gaps <= gap)
+            difference = np.abs(depth_m[: height - dv, columns] - depth_m[dv:, shifted])
+            close = (first >= 0) & (second >= 0) & (first != second) & (difference <= gap)
             low, high = np.minimum(first[close], second[close]), np.maximum(first[close], second[close])
             keys.append(low.astype(np.int64) * (labels.max() + 1) + high)
-    unique = np.unique(np.concatenate(keys))
-    return np.stack(np.divmod(unique, labels.max() + 1), -1)
+            gaps.append(difference[close])
+    keys, gaps = np.concatenate(keys), np.concatenate(gaps)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    smallest = np.full(len(unique), np.inf)
+    np.minimum.at(smallest, inverse, gaps)
+    return np.stack(np.divmod(unique, labels.max() + 1), -1), smallest
 
 
 def _box_per_label(coords: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -363,12 +376,14 @@ class Groups:
         of_cluster: (C,) group of each cluster, −1 for clusters left out.
         pixels: (G,) pixel counts; low, high: (G, 3) bounding boxes in the floor frame
             (lateral, up, forward).
+        near: (E, 2) pairs of groups whose large clusters touch within ``limb_gap`` of depth.
     """
 
     of_cluster: np.ndarray
     pixels: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    near: np.ndarray
 
     @property
     def size(self) -> np.ndarray:
@@ -393,16 +408,21 @@ def group_clusters(
     member = (labels >= 0) & included[np.maximum(labels, 0)]
     rows, cols = np.flatnonzero(member.any(1)), np.flatnonzero(member.any(0))
     if not len(rows):
-        return Groups(np.full(count, -1), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3)))
+        empty = np.zeros((0, 3))
+        return Groups(np.full(count, -1), np.zeros(0, np.int64), empty, empty, np.zeros((0, 2), np.int64))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     cropped = np.where(member[box], labels[box], -1)
     pixels = np.bincount(labels[member], minlength=count)
-    a, b = touching_clusters(cropped, points[box][..., 2], options.merge_reach, options.merge_gap).T
+    pairs, gaps = touching_clusters(
+        cropped, points[box][..., 2], options.merge_reach, max(options.merge_gap, options.limb_gap)
+    )
+    a, b = pairs.T
     large = pixels >= options.min_cluster
-    linked = large[a] & large[b]
+    both = large[a] & large[b]
+    linked = both & (gaps <= options.merge_gap)
+    attached = (large[a] != large[b]) & (gaps <= options.merge_gap)
     graph = coo_matrix((np.ones(linked.sum(), np.int8), (a[linked], b[linked])), shape=(count, count))
     _, component = connected_components(graph, directed=False)
-    attached = large[a] != large[b]  # a fragment touching a large cluster joins its object
     fragment, host = np.where(large[a], b, a)[attached], np.where(large[a], a, b)[attached]
     component[fragment] = component[host]
     _, of_member = np.unique(component[included], return_inverse=True)
@@ -410,19 +430,47 @@ def group_clusters(
     of_cluster[included] = of_member
     local = points[member].astype(np.float64) @ axes.T
     groups, low, high = _box_per_label(local, of_cluster[labels[member]])
-    return Groups(of_cluster, np.bincount(of_cluster[labels[member]], minlength=len(groups)), low, high)
+    near = np.unique(np.sort(of_cluster[pairs[both & ~linked]], axis=1), axis=0)
+    near = near[(near[:, 0] != near[:, 1]) & (near[:, 0] >= 0)]
+    return Groups(of_cluster, np.bincount(of_cluster[labels[member]], minlength=len(groups)), low, high, near)
+
+
+def person_sized(low: np.ndarray, high: np.ndarray, options: SegmentOptions) -> np.ndarray:
+    """(...,) bool: boxes (..., 3) (floor frame) at most ``max_height`` tall and ``max_width``
+    across."""
+    size = high - low
+    return (size[..., 1] <= options.max_height) & (np.hypot(size[..., 0], size[..., 2]) <= options.max_width)
 
 
 def choose_person(groups: Groups, options: SegmentOptions) -> int | None:
     """The group that is the person: the one with the most pixels among those at least
-    ``min_height`` and at most ``max_height`` tall and at most ``max_width`` wide; None if none."""
-    size = groups.size
-    fits = (
-        (size[:, 1] >= options.min_height)
-        & (size[:, 1] <= options.max_height)
-        & (np.hypot(size[:, 0], size[:, 2]) <= options.max_width)
-    )
+    ``min_height`` tall and person-sized (:func:`person_sized`); None if none."""
+    fits = (groups.size[:, 1] >= options.min_height) & person_sized(groups.low, groups.high, options)
     return int(np.argmax(np.where(fits, groups.pixels, -1))) if fits.any() else None
+
+
+def with_limbs(groups: Groups, person: int, options: SegmentOptions) -> np.ndarray:
+    """(G,) bool: the person's group and the groups it reaches through :attr:`Groups.near`, each
+    taken (largest first) while the person's box stays person-sized.
+
+    A limb held towards the camera stands further in front of the body than ``merge_gap`` where
+    it crosses it: in a side view an arm raised in front of the chest cuts the trunk in two, and
+    a hand before the face cuts off the head. Those pieces touch the person within ``limb_gap``
+    and leave the person's box person-sized; a wall or a table behind them would not.
+    """
+    chosen = np.zeros(len(groups.pixels), bool)
+    chosen[person] = True
+    low, high = groups.low[person], groups.high[person]
+    while True:
+        reached = chosen[groups.near[:, 0]] != chosen[groups.near[:, 1]]
+        candidates = np.unique(groups.near[reached][~chosen[groups.near[reached]]])
+        new_low, new_high = np.minimum(low, groups.low[candidates]), np.maximum(high, groups.high[candidates])
+        fits = candidates[person_sized(new_low, new_high, options)]
+        if not len(fits):
+            return chosen
+        pick = fits[np.argmax(groups.pixels[fits])]
+        chosen[pick] = True
+        low, high = np.minimum(low, groups.low[pick]), np.maximum(high, groups.high[pick])
 
 
 def static_fractions(labels: np.ndarray, count: int, matches: np.ndarray) -> np.ndarray:
@@ -564,5 +612,7 @@ class Segmenter:
             )
         groups = group_clusters(labels, included, points, floor_frame(self.floor), options)
         person = choose_person(groups, options)
-        chosen = groups.of_cluster == person if person is not None else np.zeros(count, bool)
+        chosen = np.zeros(count, bool)
+        if person is not None:
+            chosen = with_limbs(groups, person, options)[groups.of_cluster] & (groups.of_cluster >= 0)
         return Segmentation(keep & chosen[np.maximum(labels, 0)], self.floor)

@@ -33,6 +33,7 @@ from capture.preprocess import (
     sample_colors,
     select_frames,
 )
+from capture.segment import Segmenter
 from capture.sequence import RGBDFrame, SequenceReader, SequenceWriter
 from rgbd2avatar.geometry import closest_points, face_normals
 from rgbd2avatar.synth.generate import SynthOptions, synthesize
@@ -207,6 +208,37 @@ def test_colors_are_sampled_bilinearly_through_the_calibration():
     assert (colors[4:] == 0).all() and (colors[:4, 1] == 77).all()
     assert np.abs(colors[:4, 0].astype(int) - [100, 100, 200, 0]).max() <= 1
     assert not sample_colors(points, None, CAMERA)[1].any()
+
+
+def blocks_scene(wall_depth: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A side view of a person as three flat blocks before a wall: hips and legs (1.1 m tall) and
+    chest and head at 2 m, and an arm raised across the trunk 45 cm in front of it, which cuts the
+    trunk in two. Returns (H, W, 3) points and each block's (H, W) bool pixels."""
+    rays = pixel_rays(CAMERA.depth)
+    x, y = 2.0 * rays[..., 0], 2.0 * rays[..., 1]  # metres across at 2 m (y down)
+
+    def block(left: float, right: float, top: float, bottom: float) -> np.ndarray:
+        return (x >= left) & (x < right) & (y >= top) & (y < bottom)
+
+    parts = {
+        "arm": block(-0.3, 0.3, -0.15, -0.05),
+        "chest": block(-0.2, 0.2, -0.75, -0.15),
+        "legs": block(-0.2, 0.2, -0.05, 1.05),
+    }
+    depth = np.full(x.shape, wall_depth, np.float32)
+    depth[parts["legs"] | parts["chest"]] = 2.0
+    depth[parts["arm"]] = 1.55
+    return rays * depth[..., None], parts
+
+
+@pytest.mark.parametrize("wall_depth", [3.3, 2.5])
+def test_an_arm_across_the_trunk_keeps_the_person_whole(wall_depth):
+    points, parts = blocks_scene(wall_depth)
+    mask = Segmenter()(points).mask
+    for name, pixels in parts.items():
+        assert mask[pixels].mean() > 0.99, name
+    person = parts["arm"] | parts["chest"] | parts["legs"]
+    assert not mask[~person].any()  # the wall, even half a metre behind, stays out
 
 
 # --------------------------------------------------------------------------------------------------
