@@ -31,9 +31,9 @@ a floor, walls and furniture), per frame:
 6. **The person** is the object with the most pixels among those at least ``min_height`` and at
    most ``max_height`` tall and at most ``max_width`` across (bounding box in the floor's frame)
    (:func:`choose_person`): the wall is too wide, a box or a chair too low. Objects that touch
-   the person within ``limb_gap`` of depth join it while its box stays that size
-   (:func:`with_limbs`): an arm held towards the camera can stand further in front of the trunk
-   than ``merge_gap`` and cut it in two in a side view, or cut off the head.
+   the person within ``limb_gap`` of depth and lie at the depths it spans join it while its box
+   stays that size (:func:`with_limbs`): an arm held towards the camera can stand further in
+   front of the trunk than ``merge_gap`` and cut it in two in a side view, or cut off the head.
 
 No object qualifying means no person in the frame. The automatic background assumes the person
 moves during the recording (turning is enough); for a recording where they stand still, give
@@ -450,13 +450,15 @@ def choose_person(groups: Groups, options: SegmentOptions) -> int | None:
 
 
 def with_limbs(groups: Groups, person: int, options: SegmentOptions) -> np.ndarray:
-    """(G,) bool: the person's group and the groups it reaches through :attr:`Groups.near`, each
-    taken (largest first) while the person's box stays person-sized.
+    """(G,) bool: the person's group and the groups it reaches through :attr:`Groups.near` that
+    lie at the depths it spans, each taken (largest first) while the person's box stays
+    person-sized.
 
     A limb held towards the camera stands further in front of the body than ``merge_gap`` where
     it crosses it: in a side view an arm raised in front of the chest cuts the trunk in two, and
-    a hand before the face cuts off the head. Those pieces touch the person within ``limb_gap``
-    and leave the person's box person-sized; a wall or a table behind them would not.
+    a hand before the face cuts off the head. Those pieces touch the person within ``limb_gap``,
+    overlap the depths of the rest of the body and keep its box person-sized; a wall or a table
+    would not (a patch of wall seen between a raised arm and the head lies behind the body).
     """
     chosen = np.zeros(len(groups.pixels), bool)
     chosen[person] = True
@@ -465,7 +467,8 @@ def with_limbs(groups: Groups, person: int, options: SegmentOptions) -> np.ndarr
         reached = chosen[groups.near[:, 0]] != chosen[groups.near[:, 1]]
         candidates = np.unique(groups.near[reached][~chosen[groups.near[reached]]])
         new_low, new_high = np.minimum(low, groups.low[candidates]), np.maximum(high, groups.high[candidates])
-        fits = candidates[person_sized(new_low, new_high, options)]
+        overlap = (groups.low[candidates, 2] <= high[2]) & (groups.high[candidates, 2] >= low[2])
+        fits = candidates[overlap & person_sized(new_low, new_high, options)]
         if not len(fits):
             return chosen
         pick = fits[np.argmax(groups.pixels[fits])]

@@ -211,9 +211,11 @@ def test_colors_are_sampled_bilinearly_through_the_calibration():
 
 
 def blocks_scene(wall_depth: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A side view of a person as three flat blocks before a wall: hips and legs (1.1 m tall) and
-    chest and head at 2 m, and an arm raised across the trunk 45 cm in front of it, which cuts the
-    trunk in two. Returns (H, W, 3) points and each block's (H, W) bool pixels."""
+    """A side view of a person as flat blocks before a wall: hips and legs (1.1 m tall), and chest
+    and head, at 2 m; an arm raised across the trunk 45 cm in front of it, which cuts the trunk in
+    two, joined to the chest by a shoulder whose depth ramps between theirs; and in the chest a
+    window onto something 75 cm behind it (a patch of wall between an arm and the head). Returns
+    (H, W, 3) points and each part's (H, W) bool pixels."""
     rays = pixel_rays(CAMERA.depth)
     x, y = 2.0 * rays[..., 0], 2.0 * rays[..., 1]  # metres across at 2 m (y down)
 
@@ -222,12 +224,15 @@ def blocks_scene(wall_depth: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
     parts = {
         "arm": block(-0.3, 0.3, -0.15, -0.05),
-        "chest": block(-0.2, 0.2, -0.75, -0.15),
+        "shoulder": block(0.2, 0.3, -0.75, -0.15),
+        "chest": block(-0.2, 0.2, -0.75, -0.15) & ~block(-0.1, 0.0, -0.5, -0.4),
         "legs": block(-0.2, 0.2, -0.05, 1.05),
     }
     depth = np.full(x.shape, wall_depth, np.float32)
     depth[parts["legs"] | parts["chest"]] = 2.0
     depth[parts["arm"]] = 1.55
+    depth[parts["shoulder"]] = 2.0 - 0.45 * (y[parts["shoulder"]] + 0.75) / 0.6
+    depth[block(-0.1, 0.0, -0.5, -0.4)] = 2.75
     return rays * depth[..., None], parts
 
 
@@ -237,8 +242,8 @@ def test_an_arm_across_the_trunk_keeps_the_person_whole(wall_depth):
     mask = Segmenter()(points).mask
     for name, pixels in parts.items():
         assert mask[pixels].mean() > 0.99, name
-    person = parts["arm"] | parts["chest"] | parts["legs"]
-    assert not mask[~person].any()  # the wall, even half a metre behind, stays out
+    person = np.any(list(parts.values()), axis=0)
+    assert not mask[~person].any()  # the wall, even half a metre behind, and the window stay out
 
 
 # --------------------------------------------------------------------------------------------------
