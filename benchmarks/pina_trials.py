@@ -305,6 +305,61 @@ def clothed_proxy() -> Iterator[None]:
         yield
 
 
+def off_surface_band(slack: float) -> Callable[[], contextlib.AbstractContextManager]:
+    """The off-surface term as a band: the clothed surface lies up to ``slack`` (m) outside the
+    fitted body, so a point at body distance d may have SDF anywhere in [d − slack, d]; only
+    leaving the band costs (|SDF − d| pulled every point towards the naked body)."""
+
+    def band(sdf: torch.Tensor, body_sdf: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+        outside = torch.relu(body_sdf - slack - sdf) + torch.relu(sdf - body_sdf)
+        return masked_mean(outside, found)
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        from fitting.pina import losses
+
+        with mock.patch.object(losses, "off_surface", band):
+            yield
+
+    return context
+
+
+@contextlib.contextmanager
+def both(
+    first: Callable[[], contextlib.AbstractContextManager],
+    second: Callable[[], contextlib.AbstractContextManager],
+) -> Iterator[None]:
+    """Two trial contexts at once."""
+    with first(), second():
+        yield
+
+
+@contextlib.contextmanager
+def unseen_kept() -> Iterator[None]:
+    """``fit-body`` without filling in the joints the depth does not show (:mod:`fitting.unseen`)."""
+    from fitting import body_fit as fit
+
+    with mock.patch.object(fit, "with_unseen_filled", lambda found, min_support: found):
+        yield
+
+
+@contextlib.contextmanager
+def prior_arms_down() -> Iterator[None]:
+    """``fit-body``'s pose prior centred on the standing pose it starts from (arms
+    :data:`fitting.body_fit.ARM_DROP` below the T-pose) instead of the rest pose: where the depth
+    does not show an arm, the prior then lowers it instead of raising it towards the T."""
+    from fitting import body_fit as fit
+    from fitting import priors
+
+    original = priors.pose_l2
+
+    def pose_l2(body_pose, scales=None):
+        return original(body_pose - fit.standing_pose(body_pose.device), scales)
+
+    with mock.patch.object(priors, "pose_l2", pose_l2):
+        yield
+
+
 @contextlib.contextmanager
 def true_shape_held() -> Iterator[None]:
     """``fit-body`` with the true shape, held fixed (its learning rate 0) through every pass: does
@@ -414,8 +469,16 @@ BATCH_4X = {"frames_per_step": 8, "points_per_frame": 1024, "off_points_per_fram
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "body_refit": Trial(refit_body=True),
+    "unseen_kept": Trial(context=unseen_kept, refit_body=True),
+    "prior_arms_down": Trial(context=prior_arms_down, refit_body=True),
+    "prior_arms_down_unseen_kept": Trial(context=lambda: both(prior_arms_down, unseen_kept), refit_body=True),
     "clothed_proxy": Trial(context=clothed_proxy),
     "clothed_proxy_seed_1": Trial(config={"seed": 1}, context=clothed_proxy),
+    "off_margin_8cm": Trial(config={"off_margin": 0.08}),
+    "off_margin_8cm_seed_1": Trial(config={"off_margin": 0.08, "seed": 1}),
+    "off_weight_0.03": Trial(weights={"off": 0.03}),
+    "off_band_5cm": Trial(context=off_surface_band(0.05)),
+    "off_band_5cm_seed_1": Trial(config={"seed": 1}, context=off_surface_band(0.05)),
     "seed_1": Trial(config={"seed": 1}),
     "seed_2": Trial(config={"seed": 2}),
     "no_pose_opt": Trial(config={"optimise_poses": False}),
