@@ -325,25 +325,6 @@ def off_surface_band(slack: float) -> Callable[[], contextlib.AbstractContextMan
 
 
 @contextlib.contextmanager
-def both(
-    first: Callable[[], contextlib.AbstractContextManager],
-    second: Callable[[], contextlib.AbstractContextManager],
-) -> Iterator[None]:
-    """Two trial contexts at once."""
-    with first(), second():
-        yield
-
-
-@contextlib.contextmanager
-def unseen_kept() -> Iterator[None]:
-    """``fit-body`` without filling in the joints the depth does not show (:mod:`fitting.unseen`)."""
-    from fitting import body_fit as fit
-
-    with mock.patch.object(fit, "with_unseen_filled", lambda found, min_support: found):
-        yield
-
-
-@contextlib.contextmanager
 def prior_arms_down() -> Iterator[None]:
     """``fit-body``'s pose prior centred on the standing pose it starts from (arms
     :data:`fitting.body_fit.ARM_DROP` below the T-pose) instead of the rest pose: where the depth
@@ -469,9 +450,7 @@ BATCH_4X = {"frames_per_step": 8, "points_per_frame": 1024, "off_points_per_fram
 TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "body_refit": Trial(refit_body=True),
-    "unseen_kept": Trial(context=unseen_kept, refit_body=True),
     "prior_arms_down": Trial(context=prior_arms_down, refit_body=True),
-    "prior_arms_down_unseen_kept": Trial(context=lambda: both(prior_arms_down, unseen_kept), refit_body=True),
     "clothed_proxy": Trial(context=clothed_proxy),
     "clothed_proxy_seed_1": Trial(config={"seed": 1}, context=clothed_proxy),
     "off_margin_8cm": Trial(config={"off_margin": 0.08}),

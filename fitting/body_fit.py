@@ -113,7 +113,6 @@ from capture.sequence import Calibration
 from fitting import camera, priors
 from fitting.depth_offset import CLOTHED_REGIONS, LIMB_ENDS, DepthOffset, estimate_depth_offsets
 from fitting.observations import FitObservations
-from fitting.unseen import fill_unseen, joint_support, to_fill
 from rgbd2avatar.body import keypoints as kp
 from rgbd2avatar.body import lbs
 from rgbd2avatar.body.model import BodyModel, BodyOutput
@@ -220,10 +219,6 @@ class FitOptions:
             the surface (:func:`matches_surface`): keypoints alone see no depth.
         depth_refits: most refits of :attr:`correct_depth`, each adding the remaining offset to
             the layer.
-        fill_unseen: interpolate the rotations of joints the depth does not show in a frame from
-            the frames that show them (:mod:`fitting.unseen`), after each pass; needs ICP.
-        min_support: a joint is shown in a frame when at least this many ICP-matched points (of
-            the frame's :attr:`max_points`) lie on the body part it moves.
         match_scalp: let ICP and DensePose match the scalp (:func:`scalp`). Off by default: hair
             stands centimetres off the bald skull of the body model, and matched to it would
             pull the head towards the camera in every view from behind (on the ``small``
@@ -256,8 +251,6 @@ class FitOptions:
     chunk_elements: int = 1 << 24
     correct_depth: bool = True
     depth_refits: int = 2
-    fill_unseen: bool = True
-    min_support: int = 10
     match_scalp: bool = False
     device: str | None = None
 
@@ -293,9 +286,6 @@ class BodyFit:
             :data:`fitting.depth_offset.CLOTHED_REGIONS` (:func:`clothing_layer`); empty for none.
         depth_offsets: the depth-offset estimates by region after each pass (the last: what
             remains), with their evidence; empty when :attr:`FitOptions.correct_depth` is off.
-        support: (F, J) ICP-matched points on the body part each joint moves (:mod:`fitting.unseen`).
-        filled: (F, J) bool, the joint rotations filled in from other frames
-            (:attr:`FitOptions.fill_unseen`).
     """
 
     frames: torch.Tensor
@@ -305,8 +295,6 @@ class BodyFit:
     residuals: torch.Tensor
     terms: dict[str, torch.Tensor]
     reinitialised: torch.Tensor
-    support: torch.Tensor
-    filled: torch.Tensor
     clothing: dict[str, float] = field(default_factory=dict)
     depth_offsets: list[dict[str, DepthOffset]] = field(default_factory=list)
 
@@ -945,13 +933,6 @@ def evaluate(ctx: Context, targets: Targets, state: BodyState) -> dict[str, torc
         return data_terms(ctx, targets, posed, find_correspondences(ctx, targets, posed))
 
 
-def observed_support(ctx: Context, targets: Targets, state: BodyState) -> torch.Tensor:
-    """(F, J) ICP-matched points of fitted bodies on the body part each joint moves."""
-    with torch.no_grad():
-        matches = find_correspondences(ctx, targets, pose_bodies(ctx, state.rot, state))
-        return joint_support(matches.index, matches.ok, ctx.body.weights.argmax(1))
-
-
 def total_residual(terms: dict[str, torch.Tensor], frames: int, like: torch.Tensor) -> torch.Tensor:
     """(F,) sum of the per-term energies (zeros when every term is disabled)."""
     return sum(terms.values(), like.new_zeros(frames))
@@ -1195,13 +1176,9 @@ def fit_window(
 
 
 def advance(
-    tracker: Tracker,
-    state: BodyState,
-    terms: dict[str, torch.Tensor],
-    flags: torch.Tensor,
-    support: torch.Tensor,
+    tracker: Tracker, state: BodyState, terms: dict[str, torch.Tensor], flags: torch.Tensor
 ) -> Tracker:
-    """The tracker after a fitted window; support (F, J): :func:`observed_support`."""
+    """The tracker after a fitted window."""
     frames = len(flags)
     residuals = total_residual(terms, frames, state.position)
     good = torch.nonzero(~flags)[:, 0]
@@ -1215,7 +1192,6 @@ def advance(
         "positions": state.position,
         "residuals": residuals,
         "reinitialised": flags,
-        "support": support,
         **{f"term_{name}": value for name, value in terms.items()},
     }
     return replace(
@@ -1300,29 +1276,13 @@ def fit_body(
         state, terms, flags = fit_window(ctx, targets, tracker)
         if flags.any():
             logger.info("re-initialised frames %s", window.frames[flags].tolist())
-        tracker = advance(tracker, state, terms, flags, observed_support(ctx, targets, state))
+        tracker = advance(tracker, state, terms, flags)
         if progress is not None:
             progress(tracker.fitted, total)
     fit = collect(tracker, obs.frames, body)
-    if options.fill_unseen and weights.icp > 0:
-        fit = with_unseen_filled(fit, options.min_support)
     if not (options.correct_depth and matches_surface(weights, obs)):
         return replace(fit, clothing=dict(clothing or {}))
     return refit_with_clothing(body, obs, weights, options, progress, fit, clothing)
-
-
-def with_unseen_filled(fit: BodyFit, min_support: int) -> BodyFit:
-    """The fit with the rotations of hidden joints interpolated from the frames that see them
-    (:func:`fitting.unseen.fill_unseen`): a joint is hidden in a frame when its body part shows
-    fewer than a tenth of the matched points it shows in the median frame. Parts that show fewer
-    than ``min_support`` there (hands, the head seen from behind with its scalp unmatched) are
-    too small to tell hidden from seen and are never filled."""
-    typical = fit.support.median(0).values
-    seen = (fit.support >= 0.1 * typical) | (typical < min_support)
-    filled = to_fill(seen)
-    if filled.any():
-        logger.info("filled in %d joint rotations the depth does not show", int(filled.sum()))
-    return replace(fit, poses=fill_unseen(fit.poses, seen), filled=filled)
 
 
 def matches_surface(weights: FitWeights, obs: FitObservations) -> bool:
@@ -1426,6 +1386,4 @@ def collect(tracker: Tracker, frames: torch.Tensor, body: BodyModel) -> BodyFit:
         residuals=joined["residuals"],
         terms={key[5:]: value for key, value in joined.items() if key.startswith("term_")},
         reinitialised=joined["reinitialised"],
-        support=joined["support"],
-        filled=torch.zeros_like(joined["support"], dtype=torch.bool),
     )
