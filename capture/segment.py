@@ -348,10 +348,10 @@ def touching_clusters(
             keys.append(low.astype(np.int64) * (labels.max() + 1) + high)
             gaps.append(difference[close])
     keys, gaps = np.concatenate(keys), np.concatenate(gaps)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    smallest = np.full(len(unique), np.inf)
-    np.minimum.at(smallest, inverse, gaps)
-    return np.stack(np.divmod(unique, labels.max() + 1), -1), smallest
+    order = np.lexsort((gaps, keys))  # by pair, the smallest gap first
+    keys, gaps = keys[order], gaps[order]
+    first = np.diff(keys, prepend=-1) != 0
+    return np.stack(np.divmod(keys[first], labels.max() + 1), -1), gaps[first]
 
 
 def _box_per_label(coords: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
