@@ -24,17 +24,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 import trimesh
 from scipy.spatial import cKDTree
 
 from capture.files import load_npz, read_json, write_json
 from fitting.load import frame_points
-from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames
+from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames, true_subject
 from rgbd2avatar.body.skeleton import JOINT_NAMES
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.metrics import uniform_box_points
-from rgbd2avatar.synth.subject import make_subject
 
 CAPTURE = Path("bench_out") / "small" / "capture"
 RESULTS = Path(__file__).resolve().parent / "results" / "iou_by_region.json"
@@ -49,12 +47,7 @@ def region_losses(workspace: Path, seed: int = 0) -> dict:
     inside the truth only, and per-frame medians of the observed points' signed distances (mm)."""
     protocol = PROTOCOLS["small"]
     frames = evaluation_frames(protocol, load_npz(workspace / "body_fit" / "fits.npz")["frames"])
-    truth = load_npz(CAPTURE / "ground_truth" / "body.npz")
-    subject = make_subject(protocol.subject, seed=protocol.seed)
-    with torch.no_grad():
-        posed = subject.posed(
-            torch.from_numpy(truth["poses"][frames]), torch.from_numpy(truth["trans"][frames])
-        )
+    subject, posed = true_subject(protocol, CAPTURE, frames)
     main_bone = subject.body.weights.argmax(1).numpy()
     rng = np.random.default_rng(seed)
     inside, missed, union, observed = np.zeros(len(JOINT_NAMES)), np.zeros(len(JOINT_NAMES)), 0, []

@@ -37,7 +37,7 @@ from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
 from rgbd2avatar.synth.generate import SynthOptions, synthesize
-from rgbd2avatar.synth.subject import make_subject
+from rgbd2avatar.synth.subject import PosedSubject, Subject, make_subject
 
 METRIC_KEYS = ("iou", "iou_uniform", "chamfer_l2_cm", "normal_consistency")
 
@@ -306,6 +306,16 @@ def avatar_meshes(
     return [(mesh.vertices, mesh.faces) for mesh in meshes]
 
 
+def true_subject(protocol: Protocol, data_dir: Path, frames: np.ndarray) -> tuple[Subject, PosedSubject]:
+    """The protocol's synthetic subject and its ground-truth bodies at capture ``frames`` (F,)."""
+    body = load_npz(data_dir / "ground_truth" / "body.npz")
+    subject = make_subject(protocol.subject, seed=protocol.seed)
+    with torch.no_grad():
+        return subject, subject.posed(
+            torch.from_numpy(body["poses"][frames]), torch.from_numpy(body["trans"][frames])
+        )
+
+
 def reconstruction_table(
     protocol: Protocol, data_dir: Path, subject_dir: Path, avatars: dict[str, Path] | None = None
 ) -> dict[str, dict]:
@@ -316,13 +326,8 @@ def reconstruction_table(
     every method is scored on frames it was fitted to.
     """
     truth = data_dir / "ground_truth"
-    body = load_npz(truth / "body.npz")
-    subject = make_subject(protocol.subject, seed=protocol.seed)
     frames = evaluation_frames(protocol, load_npz(subject_dir / "body_fit" / "fits.npz")["frames"])
-    with torch.no_grad():
-        posed = subject.posed(
-            torch.from_numpy(body["poses"][frames]), torch.from_numpy(body["trans"][frames])
-        )
+    subject, posed = true_subject(protocol, data_dir, frames)
     faces = subject.faces.numpy()
     methods = {
         "naked_body_gt": [(vertices.numpy(), faces) for vertices in posed.body],
