@@ -102,9 +102,6 @@ def optimise_avatar(
     middle_step = trainer.step
     with Timer() as joint_timer:
         trainer.run(checkpoint, _reporter(report))
-    with Timer() as level_timer:
-        level = trainer.refit_level() if config.refit_level else 0.0
-    log.info("SDF level refit to the observations: %+.2f mm (%.1f s)", 1000 * level, level_timer.seconds)
     poses, trans = (value.detach() for value in trainer.poses())
     save_avatar(out / "avatar.pt", trainer.avatar, data.frames, poses, trans, model_dir, gender)
     save_npz(
@@ -130,8 +127,6 @@ def optimise_avatar(
         "mesh_evaluations": mesh.extraction.evaluations,
         "canonical_vertices": int(len(mesh.vertices)),
         "pose_change_rad": float((poses - data.poses).abs().mean()),
-        "level_refit_mm": 1000 * level,
-        "level_refit_seconds": level_timer.seconds,
         "config": config.to_dict(),
         "history": trainer.history,
     }

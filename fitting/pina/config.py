@@ -59,8 +59,6 @@ class PinaConfig:
             rate decays by ``lr_decay`` over each stage (cosine).
         off_margin: off-surface points are those at least this far (m) from the fitted body.
         optimise_poses: False reproduces PINA's "w/o pose opt." ablation.
-        refit_level: after the joint stage, shift the SDF by a constant so that the observed
-            points' median SDF is zero (:meth:`~fitting.pina.trainer.PinaTrainer.refit_level`).
         checkpoint_every: steps between checkpoints (also written on Ctrl-C).
         mesh_resolution: MISE resolution of the canonical mesh written at the end.
         max_points: observed points kept per frame on the device (drawn once, seeded).
@@ -85,7 +83,6 @@ class PinaConfig:
     pose_lr: float = 5e-4
     off_margin: float = 0.05
     optimise_poses: bool = True
-    refit_level: bool = True
     checkpoint_every: int = 50
     mesh_resolution: int = 256
     max_points: int = 4000

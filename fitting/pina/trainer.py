@@ -37,10 +37,6 @@ NEAR_SURFACE = 0.01
 """Canonical samples closer than this (m) to the body anchor the skinning field."""
 HISTORY_EVERY = 10
 """Steps between entries of the loss history."""
-LEVEL_POINTS = 1024
-"""Observed points per frame whose median SDF :meth:`PinaTrainer.refit_level` takes."""
-LEVEL_FRAMES = 8
-"""Frames per correspondence search in :meth:`PinaTrainer.observed_level` (bounds memory)."""
 
 Report = Callable[[int, int, dict[str, float]], None]
 """``report(step, total_steps, losses)`` after each step."""
@@ -126,35 +122,6 @@ class PinaTrainer:
         if self.step % HISTORY_EVERY == 0 or self.step == self.config.total_steps:
             self.history.append({"step": float(self.step), **values})
         return values
-
-    @torch.no_grad()
-    def observed_level(self) -> float:
-        """Median SDF (m) of the observed points under the refined poses: :data:`LEVEL_POINTS`
-        of each frame's, evenly spaced in its (image-ordered) list (repeated when it holds fewer),
-        points without a correspondence left out. Positive: the surface lies inside them."""
-        data = self.data
-        poses, trans = self.poses()
-        device = data.points.device
-        spread = torch.arange(LEVEL_POINTS, device=device) / LEVEL_POINTS  # (n,) in [0, 1)
-        rows = (spread[None] * data.counts.to(device)[:, None]).long()  # (F, n), repeats if fewer
-        values = []
-        for frames in torch.arange(data.num_frames, device=device).split(LEVEL_FRAMES):
-            query = self.avatar.posed_sdf(gather_rows(data.points, frames, rows[frames]), poses[frames], trans[frames])
-            values.append(query.sdf[query.found])
-        return float(torch.cat(values).median())
-
-    def refit_level(self) -> float:
-        """Refit the SDF's level to the observations alone and return the change (m).
-
-        L_sdf is a mean of absolute values, so over the level alone its minimiser is the median
-        SDF of the observed points; the other terms pull against it during the joint stage (on
-        the ``small`` protocol the surface ends 0.6 mm inside the observations, see
-        docs/pina_experiments.md). Subtracting that median puts half of the observed points on
-        either side of the surface again and changes nothing else.
-        """
-        level = self.observed_level()
-        self.avatar.sdf.add_constant(-level)
-        return level
 
     def _step_drawn_frames(self) -> None:
         """An Adam step in which only the frames drawn this step (non-zero pose gradient) move.

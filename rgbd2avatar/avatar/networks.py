@@ -180,12 +180,6 @@ class SDFNetwork(CanonicalField):
         return h
 
     @torch.no_grad()
-    def add_constant(self, metres: float) -> None:
-        """f_sdf ← f_sdf + ``metres`` for every point and pose (through the last layer's bias): a
-        positive value moves the zero level set inwards by about that much, a negative one outwards."""
-        self.linears[-1].bias += metres / self.scale
-
-    @torch.no_grad()
     def calibrate_sphere(self, radius: float, center: torch.Tensor) -> None:
         """Refit the last layer so that the initial field is ‖x̂ − center‖ − radius more exactly.
 
