@@ -20,14 +20,14 @@ About a minute per workspace on a 2-core CPU.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-from capture.files import load_npz, read_json, write_json
+from benchmarks.workspaces import measure_workspaces
+from capture.files import load_npz
 from fitting.load import frame_points
 from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames, true_subject
 from rgbd2avatar.body.skeleton import JOINT_NAMES
@@ -73,26 +73,22 @@ def region_losses(workspace: Path, seed: int = 0) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.iou_by_region", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("workspaces", nargs="*", type=Path, default=[Path("bench_out") / "small" / "subject"])
-    args = parser.parse_args(argv)
-    results = read_json(RESULTS) if RESULTS.exists() else {}
-    for workspace in args.workspaces:
-        row = region_losses(workspace)
-        results[str(workspace)] = row
-        inside, missed = row["inside_percent"], row["missed_percent"]
-        worst = sorted(JOINT_NAMES, key=lambda name: -(inside[name] + missed[name]))[:SHOWN]
-        print(
-            f"{workspace}: lost {sum(inside.values()):.2f}% inside + {sum(missed.values()):.2f}% missed;",
+def summary(row: dict) -> str:
+    """One line: the shares lost, the bones that lose most, the observed points' medians."""
+    inside, missed = row["inside_percent"], row["missed_percent"]
+    worst = sorted(JOINT_NAMES, key=lambda name: -(inside[name] + missed[name]))[:SHOWN]
+    return " ".join(
+        [
+            f"lost {sum(inside.values()):.2f}% inside + {sum(missed.values()):.2f}% missed;",
             ", ".join(f"{name} {inside[name]:.2f}/{missed[name]:.2f}" for name in worst) + ";",
             "observed points' median signed distance (mm):",
             " ".join(f"{value:.2f}" for value in row["observed_median_signed_mm"]),
-            flush=True,
-        )
-        write_json(RESULTS, results)
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    measure_workspaces(argv, "iou_by_region", __doc__, RESULTS, region_losses, summary)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,43 @@ def true_parts(root: bool) -> Callable[[Path, Path], None]:
     return edit
 
 
+RIGHT_ARM = ("right_collar", "right_shoulder", "right_elbow", "right_wrist", "right_hand")
+"""The joints the ``*_right_arm`` trials change."""
+ARM_SEEN = (123, 153)
+"""Capture frames of the ``small`` protocol between which its right arm is hidden behind the
+trunk (frames 126-138) or shows its forearm only (141-150), and the body fit errs there."""
+
+
+def right_arm(source: str) -> Callable[[Path, Path], None]:
+    """Edit: the right arm's rotations in the frames between :data:`ARM_SEEN` replaced by the
+    truth's (``source="truth"``, a diagnostic) or by the fitted ones turned at constant angular
+    velocity from the first of those frames to the second (``"interpolated"``, no ground truth)."""
+
+    def edit(subject: Path, capture: Path) -> None:
+        from rgbd2avatar.body.lbs import axis_angle_to_matrix, matrix_to_axis_angle
+        from rgbd2avatar.body.skeleton import JOINT_INDEX
+
+        path = subject / "body_fit" / "fits.npz"
+        fits = load_npz(path)
+        frames = fits["frames"].tolist()
+        poses = fits["poses"].reshape(len(frames), -1, 3).copy()
+        joints = [JOINT_INDEX[name] for name in RIGHT_ARM]
+        first, last = (frames.index(frame) for frame in ARM_SEEN)
+        between = np.arange(first + 1, last)
+        if source == "truth":
+            true = load_npz(capture / "ground_truth" / "body.npz")["poses"].reshape(-1, poses.shape[1], 3)
+            replaced = true[np.asarray(frames)[between]][:, joints]
+        else:
+            start, end = (axis_angle_to_matrix(torch.from_numpy(poses[row, joints])) for row in (first, last))
+            turn = matrix_to_axis_angle(start.transpose(-1, -2) @ end)  # (5, 3)
+            share = torch.from_numpy((between - first) / (last - first))[:, None, None].to(turn.dtype)
+            replaced = matrix_to_axis_angle(start @ axis_angle_to_matrix(share * turn)).numpy()
+        poses[between[:, None], joints] = replaced.astype(poses.dtype)
+        save_npz(path, **(fits | {"poses": poses.reshape(len(frames), -1)}))
+
+    return edit
+
+
 def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
     """Edit: the workspace's fits replaced by the true poses and translations (and shape)."""
 
@@ -458,6 +495,9 @@ TRIALS: dict[str, Trial] = {
     "off_weight_0.03": Trial(weights={"off": 0.03}),
     "off_band_5cm": Trial(context=off_surface_band(0.05)),
     "off_band_5cm_seed_1": Trial(config={"seed": 1}, context=off_surface_band(0.05)),
+    "true_right_arm": Trial(edit=right_arm("truth")),
+    "interpolated_right_arm": Trial(edit=right_arm("interpolated")),
+    "interpolated_right_arm_seed_1": Trial(config={"seed": 1}, edit=right_arm("interpolated")),
     "seed_1": Trial(config={"seed": 1}),
     "seed_2": Trial(config={"seed": 2}),
     "no_pose_opt": Trial(config={"optimise_poses": False}),
@@ -479,6 +519,8 @@ TRIALS: dict[str, Trial] = {
     "row_adam": Trial(context=lambda: trainer(RowAdamTrainer)),
     "row_adam_2e-4": Trial(config={"pose_lr": 2e-4}, context=lambda: trainer(RowAdamTrainer)),
     "joint_3000": Trial(config={"joint_steps": 3000}),
+    "joint_3000_seed_1": Trial(config={"joint_steps": 3000, "seed": 1}),
+    "joint_3000_no_pose_condition": Trial(config={"joint_steps": 3000}, context=no_pose_condition),
     "batch_4x": Trial(config=BATCH_4X),
     "batch_4x_seed_1": Trial(config=BATCH_4X | {"seed": 1}),
     "grazing_5": Trial(context=lambda: trainer(weighted_trainer(lambda grazing: 1 + 5 * grazing))),
