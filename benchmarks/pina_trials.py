@@ -520,7 +520,7 @@ TRIALS: dict[str, Trial] = {
     "row_adam_2e-4": Trial(config={"pose_lr": 2e-4}, context=lambda: trainer(RowAdamTrainer)),
     "joint_3000": Trial(config={"joint_steps": 3000}),
     "joint_3000_seed_1": Trial(config={"joint_steps": 3000, "seed": 1}),
-    "joint_3000_no_pose_condition": Trial(config={"joint_steps": 3000}, context=no_pose_condition),
+    "joint_3000_no_pose_opt": Trial(config={"joint_steps": 3000, "optimise_poses": False}),
     "batch_4x": Trial(config=BATCH_4X),
     "batch_4x_seed_1": Trial(config=BATCH_4X | {"seed": 1}),
     "grazing_5": Trial(context=lambda: trainer(weighted_trainer(lambda grazing: 1 + 5 * grazing))),
