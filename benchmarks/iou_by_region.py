@@ -23,13 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from scipy.spatial import cKDTree
 
 from benchmarks.workspaces import measure_workspaces
 from capture.files import load_npz
 from fitting.load import frame_points
-from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames, true_subject
+from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, evaluation_frames, true_meshes, true_subject
 from rgbd2avatar.body.skeleton import JOINT_NAMES
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.metrics import uniform_box_points
@@ -51,10 +50,9 @@ def region_losses(workspace: Path, seed: int = 0) -> dict:
     main_bone = subject.body.weights.argmax(1).numpy()
     rng = np.random.default_rng(seed)
     inside, missed, union, observed = np.zeros(len(JOINT_NAMES)), np.zeros(len(JOINT_NAMES)), 0, []
-    for row, (frame, (vertices, faces)) in enumerate(
-        zip(frames, avatar_meshes(workspace, frames, protocol.mesh_resolution), strict=True)
-    ):
-        gt_mesh = trimesh.load(CAPTURE / "ground_truth" / "meshes" / f"{frame:06d}.ply", process=False)
+    avatars = avatar_meshes(workspace, frames, protocol.mesh_resolution)
+    meshes = zip(avatars, true_meshes(CAPTURE, frames), strict=True)
+    for row, (frame, ((vertices, faces), gt_mesh)) in enumerate(zip(frames, meshes, strict=True)):
         avatar, gt = MeshQuery(vertices, faces), MeshQuery(gt_mesh.vertices, gt_mesh.faces)
         points = uniform_box_points(avatar, gt, SAMPLES, rng)
         in_avatar, in_gt = avatar.inside(points), gt.inside(points)

@@ -34,7 +34,7 @@ from benchmarks.workspaces import measure_workspaces
 from capture.files import load_npz
 from fitting.load import frame_points
 from rgbd2avatar.avatar.store import load_avatar
-from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, average, evaluation_frames
+from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, average, evaluation_frames, true_meshes
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.metrics import mesh_metrics
 
@@ -44,21 +44,22 @@ OFFSETS = (0.0, 0.0005, 0.001, 0.0015, 0.002)
 """Metres the meshes are moved along their vertex normals."""
 LEVEL_POINTS = 1024
 """Observed points per training frame (evenly spaced in its list) for the observed level."""
+LEVEL_FRAMES = 8
+"""Frames per correspondence search of the observed level (bounds memory)."""
 
 
 def observed_level(workspace: Path) -> float:
     """The median SDF (m) of the training frames' observed points under the refined poses."""
     stored = load_avatar(workspace / "pina" / "avatar.pt")
+    points = []
+    for frame in stored.frames.tolist():
+        seen, _ = frame_points(workspace / "preprocess", frame)
+        points.append(seen[np.linspace(0, len(seen) - 1, LEVEL_POINTS).astype(int)])
+    points = torch.from_numpy(np.stack(points)).float()  # (F, LEVEL_POINTS, 3)
     values = []
     with torch.no_grad():
-        for row, frame in enumerate(stored.frames.tolist()):
-            points, _ = frame_points(workspace / "preprocess", frame)
-            points = points[np.linspace(0, len(points) - 1, LEVEL_POINTS).astype(int)]
-            query = stored.avatar.posed_sdf(
-                torch.from_numpy(points).float()[None],
-                stored.poses[row : row + 1],
-                stored.trans[row : row + 1],
-            )
+        for rows in torch.arange(len(points)).split(LEVEL_FRAMES):
+            query = stored.avatar.posed_sdf(points[rows], stored.poses[rows], stored.trans[rows])
             values.append(query.sdf[query.found])
     return float(torch.cat(values).median())
 
@@ -69,10 +70,7 @@ def surface_level(workspace: Path) -> dict:
     protocol = PROTOCOLS["small"]
     frames = evaluation_frames(protocol, load_npz(workspace / "body_fit" / "fits.npz")["frames"])
     meshes = avatar_meshes(workspace, frames, protocol.mesh_resolution)
-    truths = [
-        trimesh.load(CAPTURE / "ground_truth" / "meshes" / f"{frame:06d}.ply", process=False)
-        for frame in frames
-    ]
+    truths = true_meshes(CAPTURE, frames)
     to_avatar, to_truth = [], []
     for frame, (vertices, faces), truth in zip(frames, meshes, truths, strict=True):
         seen, _ = frame_points(workspace / "preprocess", int(frame))
@@ -80,17 +78,12 @@ def surface_level(workspace: Path) -> dict:
         to_truth.append(float(np.median(MeshQuery(truth.vertices, truth.faces).signed_distance(seen))) * 1e3)
     level = observed_level(workspace)
     moved = {}
+    normals = [trimesh.Trimesh(vertices, faces, process=False).vertex_normals for vertices, faces in meshes]
     for offset in (*OFFSETS, level):
-        rows = []
-        for (vertices, faces), truth in zip(meshes, truths, strict=True):
-            normals = trimesh.Trimesh(vertices, faces, process=False).vertex_normals
-            rows.append(
-                mesh_metrics(
-                    (vertices + offset * normals, faces),
-                    (truth.vertices, truth.faces),
-                    num_samples=protocol.samples,
-                )
-            )
+        rows = [
+            mesh_metrics((vertices + offset * normal, faces), (truth.vertices, truth.faces), protocol.samples)
+            for (vertices, faces), normal, truth in zip(meshes, normals, truths, strict=True)
+        ]
         moved[f"{offset * 1e3:g}"] = average(rows)
     return {
         "frames": frames.tolist(),

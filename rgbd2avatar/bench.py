@@ -316,6 +316,12 @@ def true_subject(protocol: Protocol, data_dir: Path, frames: np.ndarray) -> tupl
         )
 
 
+def true_meshes(data_dir: Path, frames: np.ndarray) -> list[trimesh.Trimesh]:
+    """The capture's ground-truth clothed meshes at ``frames`` (F,), as written (not processed)."""
+    meshes = data_dir / "ground_truth" / "meshes"
+    return [trimesh.load(meshes / f"{frame:06d}.ply", process=False) for frame in frames]
+
+
 def reconstruction_table(
     protocol: Protocol, data_dir: Path, subject_dir: Path, avatars: dict[str, Path] | None = None
 ) -> dict[str, dict]:
@@ -325,7 +331,6 @@ def reconstruction_table(
     evaluation frames are the fitted frames nearest to evenly spaced training frames, so
     every method is scored on frames it was fitted to.
     """
-    truth = data_dir / "ground_truth"
     frames = evaluation_frames(protocol, load_npz(subject_dir / "body_fit" / "fits.npz")["frames"])
     subject, posed = true_subject(protocol, data_dir, frames)
     faces = subject.faces.numpy()
@@ -336,7 +341,7 @@ def reconstruction_table(
         name: avatar_meshes(workspace, frames, protocol.mesh_resolution)
         for name, workspace in (avatars or {}).items()
     }
-    truths = [trimesh.load(truth / "meshes" / f"{frame:06d}.ply", process=False) for frame in frames]
+    truths = true_meshes(data_dir, frames)
     return {
         name: average(
             [
