@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from capture.files import read_image, read_json
 from capture.preprocess import load_observation, preprocess, read_index
 from capture.sequence import RGBDFrame, SequenceReader, SequenceWriter
+from rgbd2avatar.bench import true_mesh
 from rgbd2avatar.geometry import closest_points, face_normals
 from rgbd2avatar.synth.generate import SynthOptions, synthesize
 
@@ -80,7 +80,7 @@ def frame_accuracy(capture: Path, out: Path, entry: dict) -> tuple[float, float,
     truth = (read_image(capture / "ground_truth" / "masks" / f"{index:06d}.png") > 0) & (depth > 0)
     hits = np.count_nonzero(mask & truth)
     observation = load_observation(out, index)
-    mesh = trimesh.load(capture / "ground_truth" / "meshes" / f"{index:06d}.ply", process=False)
+    mesh = true_mesh(capture, index)
     vertices, faces = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces)
     closest = closest_points(vertices, faces, observation.points)
     true_normals = face_normals(vertices, faces)[closest.triangle_ids]

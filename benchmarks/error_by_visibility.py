@@ -21,13 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from benchmarks.pose_condition import AVATARS, SMALL
 from capture.files import write_json
 from rgbd2avatar.avatar.meshes import posed_mesh_fast
 from rgbd2avatar.avatar.store import load_avatar
-from rgbd2avatar.bench import evenly_spaced
+from rgbd2avatar.bench import evenly_spaced, true_mesh
 from rgbd2avatar.geometry import MeshQuery
 from rgbd2avatar.metrics import sample_surface
 
@@ -50,10 +49,9 @@ def regions(points: np.ndarray, normals: np.ndarray) -> dict[str, np.ndarray]:
 def evaluate(workspace: Path) -> dict[str, dict[str, float]]:
     """Per region: mean distance and signed distance (cm) and surface share, over the frames."""
     stored = load_avatar(workspace / "pina" / "avatar.pt")
-    meshes = SMALL / "capture" / "ground_truth" / "meshes"
     totals: dict[str, dict[str, list[float]]] = {}
     for row in evenly_spaced(FRAMES, len(stored.frames)):
-        truth = trimesh.load(meshes / f"{int(stored.frames[row]):06d}.ply", process=False)
+        truth = true_mesh(SMALL / "capture", int(stored.frames[row]))
         mesh = posed_mesh_fast(stored.avatar, stored.poses[row], stored.trans[row], RESOLUTION)
         points, normals = sample_surface(truth.vertices, truth.faces, SAMPLES)
         signed = MeshQuery(mesh.vertices, mesh.faces).signed_distance(points) * 100.0

@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from capture.files import write_image
 from rgbd2avatar.avatar.meshes import canonical_mesh
 from rgbd2avatar.avatar.store import load_avatar
-from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, fitted_body_meshes
+from rgbd2avatar.bench import PROTOCOLS, avatar_meshes, fitted_body_meshes, true_mesh
 from rgbd2avatar.preview import framing_cameras
 from rgbd2avatar.render import contact_sheet, render_mesh
 
@@ -30,7 +29,7 @@ def figure(data: Path) -> np.ndarray:
     subject = data / "small" / "subject"
     frames = load_avatar(subject / "pina" / "avatar.pt").frames.numpy()
     frame = frames[len(frames) // 2 : len(frames) // 2 + 1]
-    truth = trimesh.load(data / "small" / "capture" / "ground_truth" / "meshes" / f"{frame[0]:06d}.ply")
+    truth = true_mesh(data / "small" / "capture", frame[0])
     meshes = [
         fitted_body_meshes(subject, frame)[0],
         avatar_meshes(subject, frame, protocol.mesh_resolution)[0],

@@ -43,6 +43,9 @@ from fitting.pina.trainer import PinaTrainer
 
 BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
+CLEAN_OUTLIER = 0.02
+"""Metres: observed points farther than this from the true surface are dropped by
+:func:`clean_observations`."""
 CLOTHING = 0.02
 """Metres of the ``clothing_layer`` trial's fixed clothing thickness."""
 DENSEPOSE_PX = 4.0
@@ -444,6 +447,16 @@ def right_arm(source: str) -> Callable[[Path, Path], None]:
     return edit
 
 
+def both(first: Callable[[Path, Path], None], second: Callable[[Path, Path], None]) -> Callable:
+    """Edit: ``first``, then ``second``."""
+
+    def edit(subject: Path, capture: Path) -> None:
+        first(subject, capture)
+        second(subject, capture)
+
+    return edit
+
+
 def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
     """Edit: the workspace's fits replaced by the true poses and translations (and shape)."""
 
@@ -457,6 +470,25 @@ def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
             save_npz(path, **(load_npz(path) | {"shape": fitted_shape}))
 
     return edit
+
+
+def clean_observations(subject: Path, capture: Path) -> None:
+    """Edit: every observed point moved onto its closest point of the true mesh, with that
+    triangle's normal; points more than :data:`CLEAN_OUTLIER` off are dropped (uses the truth)."""
+    from capture.preprocess import load_observation
+    from rgbd2avatar.bench import true_mesh
+    from rgbd2avatar.geometry import MeshQuery
+
+    for path in sorted((subject / "preprocess" / "frames").glob("*.npz")):
+        truth = true_mesh(capture, int(path.stem))
+        query = MeshQuery(truth.vertices, truth.faces)
+        observed = load_npz(path)
+        closest = query.closest_points(load_observation(subject / "preprocess", int(path.stem)).points)
+        keep = closest.distances <= CLEAN_OUTLIER
+        arrays = {key: value[keep] for key, value in observed.items()}
+        arrays["points"] = closest.points[keep].astype(observed["points"].dtype)
+        arrays["normals"] = query.face_normals[closest.triangle_ids[keep]].astype(observed["normals"].dtype)
+        save_npz(path, **arrays)
 
 
 def shift_back(subject: Path, capture: Path) -> None:
@@ -504,6 +536,14 @@ TRIALS: dict[str, Trial] = {
     "no_pose_opt_seed_1": Trial(config={"optimise_poses": False, "seed": 1}),
     "no_pose_opt_seed_2": Trial(config={"optimise_poses": False, "seed": 2}),
     "true_poses": Trial(edit=true_bodies(keep_shape=False)),
+    "true_poses_no_pose_opt": Trial(config={"optimise_poses": False}, edit=true_bodies(keep_shape=False)),
+    "true_poses_all_points": Trial(
+        config={"optimise_poses": False, "max_points": 32000}, edit=true_bodies(keep_shape=False)
+    ),
+    "all_points": Trial(config={"max_points": 32000}),
+    "true_poses_clean_observations": Trial(
+        config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), clean_observations)
+    ),
     "true_poses_fitted_shape": Trial(edit=true_bodies(keep_shape=True)),
     "depth_shift": Trial(edit=shift_back),
     "pose_lr_2e-3": Trial(config=SPARSE | {"pose_lr": 2e-3}),

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 
 from capture.files import write_json
 from rgbd2avatar.avatar.meshes import posed_mesh_fast
 from rgbd2avatar.avatar.store import load_avatar
-from rgbd2avatar.bench import PROTOCOLS, distinct_poses, evenly_spaced
+from rgbd2avatar.bench import PROTOCOLS, distinct_poses, evenly_spaced, true_mesh
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
 from rgbd2avatar.synth.subject import make_subject
@@ -47,9 +46,8 @@ def evaluate(workspace: Path) -> dict[str, float]:
         "canonical": lambda pose: avatar.canonical_condition()[0],
     }
     conditions["own"] = lambda pose: pose
-    meshes = SMALL / "capture" / "ground_truth" / "meshes"
     for row in evenly_spaced(6, len(stored.frames)):
-        gt = trimesh.load(meshes / f"{int(stored.frames[row]):06d}.ply", process=False)
+        gt = true_mesh(SMALL / "capture", int(stored.frames[row]))
         for name, condition in conditions.items():
             value = chamfer(
                 avatar,

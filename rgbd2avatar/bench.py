@@ -1,6 +1,6 @@
 """The accuracy benchmark on the synthetic subject: the protocol, its data and its table.
 
-Protocol (two sizes, :data:`PROTOCOLS`):
+Protocol (two sizes and a noise-free variant, :data:`PROTOCOLS`):
 
 - **Training capture**: the subject doing the built-in ``capture`` motion (one slow turn while
   raising the arms and bending the elbows), filmed by the virtual Azure Kinect at 30 fps.
@@ -37,6 +37,7 @@ from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
 from rgbd2avatar.synth.generate import SynthOptions, synthesize
+from rgbd2avatar.synth.sensor import NoiseModel
 from rgbd2avatar.synth.subject import PosedSubject, Subject, make_subject
 
 METRIC_KEYS = ("iou", "iou_uniform", "chamfer_l2_cm", "normal_consistency")
@@ -50,6 +51,9 @@ class Protocol:
         subject, seed: the synthetic subject; train_frames: frames of the ``capture`` motion (30 fps);
         recon_frames: training frames evaluated; anim_motions: held-out built-in motions;
         anim_frames: frames evaluated per held-out motion; samples: metric samples per mesh.
+        depth_noise: the virtual Kinect's noise, flying pixels and dropouts
+            (:class:`~rgbd2avatar.synth.sensor.NoiseModel`); False renders the depth clean, as
+            PINA renders CAPE's meshes for its animation experiment.
     """
 
     name: str
@@ -62,15 +66,20 @@ class Protocol:
     samples: int
     pina_preset: str
     mesh_resolution: int
+    depth_noise: bool = True
 
 
+_SMALL = Protocol("small", "casual", 0, 181, 6, ("squat", "walk"), 3, 50_000, "fast", 256)
 PROTOCOLS = {
-    "small": Protocol("small", "casual", 0, 181, 6, ("squat", "walk"), 3, 50_000, "fast", 256),
+    "small": _SMALL,
+    "small_clean": replace(_SMALL, name="small_clean", depth_noise=False),
     "full": Protocol(
         "full", "loose", 0, 721, 24, ("squat", "walk", "raise_arms"), 12, 200_000, "quality", 512
     ),
 }
-"""``small`` runs the whole pipeline on a 2-core CPU within 30 minutes; ``full`` is for a GPU."""
+"""``small`` runs the whole pipeline on a 2-core CPU within 30 minutes; ``small_clean`` is
+``small`` with noise-free depth (PINA's CAPE setting: depth rendered from the meshes); ``full``
+is for a GPU."""
 
 
 def evenly_spaced(count: int, total: int) -> np.ndarray:
@@ -104,8 +113,9 @@ def ensure_capture(protocol: Protocol, data_dir: Path) -> dict:
         {"frames", "seconds", "fps", "reused"} of the synthesis.
     """
     options = SynthOptions(
-        subject=protocol.subject, motion="capture", frames=protocol.train_frames, seed=protocol.seed
-    )
+        subject=protocol.subject, motion="capture", frames=protocol.train_frames, seed=protocol.seed,
+        noise=NoiseModel() if protocol.depth_noise else NoiseModel.ideal(),
+    )  # fmt: skip
     summary_path = data_dir / "ground_truth" / "subject.json"
     if summary_path.exists() and read_json(summary_path)["options"]["frames"] == protocol.train_frames:
         return {"frames": protocol.train_frames, "reused": True}
@@ -316,10 +326,14 @@ def true_subject(protocol: Protocol, data_dir: Path, frames: np.ndarray) -> tupl
         )
 
 
+def true_mesh(data_dir: Path, frame: int) -> trimesh.Trimesh:
+    """The capture's ground-truth clothed mesh at capture ``frame``, as written (not processed)."""
+    return trimesh.load(data_dir / "ground_truth" / "meshes" / f"{int(frame):06d}.ply", process=False)
+
+
 def true_meshes(data_dir: Path, frames: np.ndarray) -> list[trimesh.Trimesh]:
     """The capture's ground-truth clothed meshes at ``frames`` (F,), as written (not processed)."""
-    meshes = data_dir / "ground_truth" / "meshes"
-    return [trimesh.load(meshes / f"{frame:06d}.ply", process=False) for frame in frames]
+    return [true_mesh(data_dir, frame) for frame in frames]
 
 
 def reconstruction_table(
@@ -354,6 +368,17 @@ def reconstruction_table(
     }
 
 
+def held_out_poses(protocol: Protocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluated frames of each held-out motion: (F, 72) poses and (F, 3) translations (float64)
+    at the motion's :func:`distinct_poses`, one pair per motion of ``protocol.anim_motions``."""
+    pairs = []
+    for name in protocol.anim_motions:
+        motion = builtin_motion(name)
+        frames = distinct_poses(motion.poses, protocol.anim_frames)
+        pairs.append((torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])))
+    return pairs
+
+
 def animation_table(
     protocol: Protocol,
     subject_dir: Path | None = None,
@@ -376,10 +401,7 @@ def animation_table(
     stored = {name: _load(workspace) for name, workspace in (avatars or {}).items()}
     fits = load_npz(subject_dir / "body_fit" / "fits.npz") if subject_dir else None
     body = load_body_model(str(fits["body_model"])) if fits is not None else None
-    for name in protocol.anim_motions:
-        motion = builtin_motion(name)
-        frames = distinct_poses(motion.poses, protocol.anim_frames)
-        poses, trans = torch.from_numpy(motion.poses[frames]), torch.from_numpy(motion.trans[frames])
+    for poses, trans in held_out_poses(protocol):
         with torch.no_grad():
             posed = subject.posed(poses, trans)
             fitted = body(poses, torch.from_numpy(fits["shape"]), trans).vertices if body else None
@@ -390,7 +412,7 @@ def animation_table(
                 method, avatar, poses, trans, protocol.mesh_resolution, method in own_condition
             ).items()
         }
-        for i in range(len(frames)):
+        for i in range(len(poses)):
             truth = (posed.clothed[i].numpy(), faces)
             methods = {"naked_body_gt": (posed.body[i].numpy(), faces)}
             if fitted is not None:

@@ -554,7 +554,12 @@ def synth(
 @command()
 def bench(
     protocol: Annotated[
-        str, typer.Option("--protocol", "-p", help="Benchmark size: small (CPU) or full (GPU).")
+        str,
+        typer.Option(
+            "--protocol",
+            "-p",
+            help="Benchmark: small (CPU), small_clean (small, noise-free depth) or full (GPU).",
+        ),
     ] = "small",
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the benchmark's data and its JSON table.")

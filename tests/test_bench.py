@@ -1,10 +1,25 @@
 """The benchmark's helpers: the ground-truth-poses reference and the pose-error measures."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from capture.files import load_npz, save_npz
-from rgbd2avatar.bench import distinct_poses, pose_accuracy, use_true_bodies
+from capture.calibration import backproject
+from capture.files import load_npz, read_image, save_npz
+from capture.sequence import SequenceReader
+from rgbd2avatar.bench import (
+    PROTOCOLS,
+    distinct_poses,
+    ensure_capture,
+    held_out_poses,
+    pose_accuracy,
+    true_mesh,
+    use_true_bodies,
+)
+from rgbd2avatar.geometry import MeshQuery
+from rgbd2avatar.motion import builtin_motion
 
 
 def test_use_true_bodies_takes_the_fitted_frames_of_the_truth(tmp_path):
@@ -116,3 +131,30 @@ def test_distinct_poses_of_a_periodic_motion_are_different_phases():
     assert len(np.unique(np.round(values, 6))) == 3  # evenly spaced frames would repeat one phase
     assert values.max() == poses[:, 3].max()  # the pose farthest from the rest pose is one
     assert np.all(np.abs(values[:, None] - values[None])[~np.eye(3, dtype=bool)] > 0.3)
+
+
+def test_held_out_poses_are_each_motions_distinct_poses():
+    protocol = PROTOCOLS["small"]
+    pairs = held_out_poses(protocol)
+    assert len(pairs) == len(protocol.anim_motions)
+    for name, (poses, trans) in zip(protocol.anim_motions, pairs, strict=True):
+        motion = builtin_motion(name)
+        frames = distinct_poses(motion.poses, protocol.anim_frames)
+        assert poses.shape == (protocol.anim_frames, 72) and trans.shape == (protocol.anim_frames, 3)
+        np.testing.assert_array_equal(poses.numpy(), motion.poses[frames])
+        np.testing.assert_array_equal(trans.numpy(), motion.trans[frames])
+
+
+def test_clean_protocol_films_depth_on_the_true_surface(tmp_path):
+    protocol = replace(PROTOCOLS["small_clean"], train_frames=1)
+    ensure_capture(protocol, tmp_path)
+    reader = SequenceReader(tmp_path / "sequence")
+    depth = reader.frame(0, color=False).depth_m
+    mask = ndimage.binary_erosion(
+        read_image(tmp_path / "ground_truth" / "masks" / "000000.png") > 0, iterations=2
+    )
+    points = backproject(depth, reader.calibration.depth)[mask & (depth > 0)]
+    truth = true_mesh(tmp_path, 0)
+    distance = np.abs(MeshQuery(truth.vertices, truth.faces).signed_distance(points))
+    assert np.count_nonzero(mask) > 5000 and len(points) == np.count_nonzero(mask)  # no dropouts
+    assert distance.max() < 1e-3  # millimetre quantisation only: no noise, no flying pixels
