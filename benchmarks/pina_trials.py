@@ -4,10 +4,12 @@ thing changed at a time, scored on the training frames and by its refined poses.
     rgbd2avatar bench                                     # once: the capture and the body fit
     python -m benchmarks.pina_trials TRIAL [TRIAL ...]   # or: all
 
-Each trial copies ``bench_out/small/subject`` (without its avatar) to ``bench_out/trials/TRIAL``,
-applies its change, fits PINA (``--preset``, default ``fast``) and prints and stores
-(``benchmarks/results/pina_trials.json``, under ``TRIAL`` for ``fast`` and ``TRIAL:PRESET``
-otherwise) the reconstruction metrics on the training frames
+Each trial copies ``bench_out/small/subject`` (without its avatar) to ``bench_out/trials/TRIAL``
+(``--protocol small_clean``: ``bench_out/small_clean/subject`` to
+``bench_out/trials/small_clean/TRIAL``), applies its change, fits PINA (``--preset``, default
+``fast``) and prints and stores (``benchmarks/results/pina_trials.json``, under ``TRIAL``, with
+``:PRESET`` appended for another preset than ``fast`` and ``@PROTOCOL`` for another protocol
+than ``small``) the reconstruction metrics on the training frames
 (:func:`rgbd2avatar.bench.reconstruction_table`) and on the held-out motions
 (:func:`rgbd2avatar.bench.animation_table`, posed as ``animate`` poses), the refined poses' accuracy
 (:func:`rgbd2avatar.bench.pose_accuracy`) and the mean change of translation the fit made. The
@@ -45,7 +47,7 @@ BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"
 CLEAN_OUTLIER = 0.02
 """Metres: observed points farther than this from the true surface are dropped by
-:func:`clean_observations`."""
+:func:`true_surface`."""
 CLOTHING = 0.02
 """Metres of the ``clothing_layer`` trial's fixed clothing thickness."""
 DENSEPOSE_PX = 4.0
@@ -472,23 +474,29 @@ def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
     return edit
 
 
-def clean_observations(subject: Path, capture: Path) -> None:
-    """Edit: every observed point moved onto its closest point of the true mesh, with that
-    triangle's normal; points more than :data:`CLEAN_OUTLIER` off are dropped (uses the truth)."""
+def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
+    """Edit: every observed point's normal replaced by the true mesh's at the point's closest
+    point; with ``snap_points`` the point moved there too, and points more than
+    :data:`CLEAN_OUTLIER` off dropped (uses the truth)."""
     from capture.preprocess import load_observation
     from rgbd2avatar.bench import true_mesh
     from rgbd2avatar.geometry import MeshQuery
 
-    for path in sorted((subject / "preprocess" / "frames").glob("*.npz")):
-        truth = true_mesh(capture, int(path.stem))
-        query = MeshQuery(truth.vertices, truth.faces)
-        observed = load_npz(path)
-        closest = query.closest_points(load_observation(subject / "preprocess", int(path.stem)).points)
-        keep = closest.distances <= CLEAN_OUTLIER
-        arrays = {key: value[keep] for key, value in observed.items()}
-        arrays["points"] = closest.points[keep].astype(observed["points"].dtype)
-        arrays["normals"] = query.face_normals[closest.triangle_ids[keep]].astype(observed["normals"].dtype)
-        save_npz(path, **arrays)
+    def edit(subject: Path, capture: Path) -> None:
+        for path in sorted((subject / "preprocess" / "frames").glob("*.npz")):
+            truth = true_mesh(capture, int(path.stem))
+            query = MeshQuery(truth.vertices, truth.faces)
+            observed = load_npz(path)
+            closest = query.closest_points(load_observation(subject / "preprocess", int(path.stem)).points)
+            normals = query.face_normals[closest.triangle_ids].astype(observed["normals"].dtype)
+            arrays = observed | {"normals": normals}
+            if snap_points:
+                arrays["points"] = closest.points.astype(observed["points"].dtype)
+                keep = closest.distances <= CLEAN_OUTLIER
+                arrays = {key: value[keep] for key, value in arrays.items()}
+            save_npz(path, **arrays)
+
+    return edit
 
 
 def shift_back(subject: Path, capture: Path) -> None:
@@ -537,12 +545,20 @@ TRIALS: dict[str, Trial] = {
     "no_pose_opt_seed_2": Trial(config={"optimise_poses": False, "seed": 2}),
     "true_poses": Trial(edit=true_bodies(keep_shape=False)),
     "true_poses_no_pose_opt": Trial(config={"optimise_poses": False}, edit=true_bodies(keep_shape=False)),
+    "true_poses_true_normals": Trial(
+        config={"optimise_poses": False},
+        edit=both(true_bodies(keep_shape=False), true_surface(snap_points=False)),
+    ),
+    "true_poses_no_normal_term": Trial(
+        config={"optimise_poses": False}, weights={"normal": 0.0}, edit=true_bodies(keep_shape=False)
+    ),
     "true_poses_all_points": Trial(
         config={"optimise_poses": False, "max_points": 32000}, edit=true_bodies(keep_shape=False)
     ),
     "all_points": Trial(config={"max_points": 32000}),
     "true_poses_clean_observations": Trial(
-        config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), clean_observations)
+        config={"optimise_poses": False},
+        edit=both(true_bodies(keep_shape=False), true_surface(snap_points=True)),
     ),
     "true_poses_fitted_shape": Trial(edit=true_bodies(keep_shape=True)),
     "depth_shift": Trial(edit=shift_back),
@@ -576,8 +592,8 @@ TRIALS: dict[str, Trial] = {
 }
 
 
-def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
-    """Fit and score one trial; returns its row."""
+def run_trial(name: str, preset_name: str, out: Path, protocol_name: str = "small") -> dict[str, Any]:
+    """Fit and score one trial on a protocol's body fit (``bench_out/<protocol>``); returns its row."""
     from fitting.pina.config import preset
     from rgbd2avatar.bench import (
         PROTOCOLS,
@@ -589,8 +605,8 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
     )
     from rgbd2avatar.stages import pina_stage
 
-    trial, source = TRIALS[name], BENCH / "small" / "subject"
-    capture = BENCH / "small" / "capture"
+    trial, source = TRIALS[name], BENCH / protocol_name / "subject"
+    capture = BENCH / protocol_name / "capture"
     if not (source / "body_fit" / "fits.npz").exists():
         raise SystemExit(f"{source} has no body fit; run `rgbd2avatar bench` first.")
     subject = out / name
@@ -605,7 +621,7 @@ def run_trial(name: str, preset_name: str, out: Path) -> dict[str, Any]:
         if trial.edit is not None:
             trial.edit(subject, capture)
         pina_stage(subject, config, "cpu", force=True)
-    protocol = replace(PROTOCOLS["small"], pina_preset=preset_name)
+    protocol = replace(PROTOCOLS[protocol_name], pina_preset=preset_name)
     row = reconstruction_table(protocol, capture, subject, {"pina": subject})["pina"]
     held_out = animation_table(protocol, None, {"pina": subject}, own_condition=())["pina"]
     refined = load_npz(subject / "pina" / "poses.npz")
@@ -627,6 +643,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("trials", nargs="+", help="trial names, or all: " + " ".join(TRIALS))
     parser.add_argument("--preset", default="fast", help="PINA preset (default: fast)")
     parser.add_argument("--out", type=Path, default=BENCH / "trials", help="folder for the trial workspaces")
+    parser.add_argument(
+        "--protocol", default="small", help="whose capture and body fit (`rgbd2avatar bench --protocol`)"
+    )
     args = parser.parse_args(argv)
     names = list(TRIALS) if args.trials == ["all"] else args.trials
     unknown = [name for name in names if name not in TRIALS]
@@ -634,8 +653,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown trials: {' '.join(unknown)}")
     results = read_json(RESULTS) if RESULTS.exists() else {}
     for name in names:
-        entry = name if args.preset == "fast" else f"{name}:{args.preset}"
-        results[entry] = run_trial(name, args.preset, args.out)
+        entry = name + ("" if args.preset == "fast" else f":{args.preset}")
+        entry += "" if args.protocol == "small" else f"@{args.protocol}"
+        out = args.out if args.protocol == "small" else args.out / args.protocol
+        results[entry] = run_trial(name, args.preset, out, args.protocol)
         fitted = results[entry]["body_fit"]
         body = (
             f"body_fit mpjpe_cm={fitted['mpjpe_cm']:.3f} root_offset_z_cm={fitted['root_offset_cm'][2]:.2f}"
