@@ -499,6 +499,18 @@ def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
     return edit
 
 
+def normal_window(window: int) -> Callable[[Path, Path], None]:
+    """Edit: the capture preprocessed again with PCA normals over ``window`` × ``window`` pixels
+    (the same frames; the body fit is kept)."""
+    from capture.preprocess import PreprocessOptions, preprocess
+
+    def edit(subject: Path, capture: Path) -> None:
+        options = PreprocessOptions(normal_window=window)
+        preprocess(capture / "sequence", subject / "preprocess", options=options)
+
+    return edit
+
+
 def shift_back(subject: Path, capture: Path) -> None:
     """Edit: the fits moved by minus their mean root offset in the camera frame (uses the truth)."""
     from rgbd2avatar.bench import pose_accuracy
@@ -552,6 +564,10 @@ TRIALS: dict[str, Trial] = {
     "true_poses_no_normal_term": Trial(
         config={"optimise_poses": False}, weights={"normal": 0.0}, edit=true_bodies(keep_shape=False)
     ),
+    "true_poses_normal_window_3": Trial(
+        config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), normal_window(3))
+    ),
+    "normal_window_3": Trial(edit=normal_window(3)),
     "true_poses_all_points": Trial(
         config={"optimise_poses": False, "max_points": 32000}, edit=true_bodies(keep_shape=False)
     ),

@@ -337,6 +337,14 @@ def preprocess(
     masks: Annotated[
         Path | None, typer.Option("--masks", help="Folder of person masks (PNG, depth-image pixels) to use.")
     ] = None,
+    normal_window: Annotated[
+        int | None,
+        typer.Option(
+            "--normal-window",
+            help="Pixels per side of the PCA normals' window (odd; 7 suits the Azure Kinect's noise, "
+            "3 noise-free depth).",
+        ),
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Back-project depth to person points with colours and PCA normals, frame by frame."""
@@ -345,7 +353,7 @@ def preprocess(
     from rgbd2avatar.stages import preprocess_stage
 
     with Timer() as timer:
-        workspace = preprocess_stage(subject, stride, max_frames, masks, force)
+        workspace = preprocess_stage(subject, stride, max_frames, masks, force, normal_window)
     index = read_json(workspace.root / "preprocess" / "index.json")
     stage_summary(
         "preprocess", f"{len(index['frames'])} frames", timer.seconds, f"in {workspace.root / 'preprocess'}"

@@ -69,25 +69,40 @@ def import_stage(
 
 
 def preprocess_stage(
-    subject: Path, stride: int | None, max_frames: int | None, mask_dir: Path | None, force: bool = False
+    subject: Path,
+    stride: int | None,
+    max_frames: int | None,
+    mask_dir: Path | None,
+    force: bool = False,
+    normal_window: int | None = None,
 ) -> Workspace:
     """Per-frame person points, normals and colours from ``subject/recording`` into ``subject/preprocess``.
 
-    ``stride`` / ``max_frames`` None keep the preprocessing defaults (about 10 fps, at most 600 frames).
+    ``stride`` / ``max_frames`` / ``normal_window`` None keep the preprocessing defaults (about
+    10 fps, at most 600 frames, PCA normals over 7 × 7 pixels).
     """
-    from capture.preprocess import DEFAULT_MAX_FRAMES, preprocess
+    from capture.preprocess import DEFAULT_MAX_FRAMES, PreprocessOptions, preprocess
 
+    if normal_window is not None and (normal_window < 3 or normal_window % 2 == 0):
+        raise UserError(f"--normal-window must be an odd number of pixels ≥ 3, not {normal_window}.")
     workspace = Workspace(subject)
     recording, out = workspace.root / "recording", workspace.root / "preprocess"
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    options = PreprocessOptions() if normal_window is None else PreprocessOptions(normal_window=normal_window)
     inputs = [recording] + ([mask_dir.absolute()] if mask_dir else [])
-    params = {"stride": stride, "max_frames": max_frames, "masks": str(mask_dir) if mask_dir else None}
+    params = {
+        "stride": stride,
+        "max_frames": max_frames,
+        "masks": str(mask_dir) if mask_dir else None,
+        "normal_window": options.normal_window,
+    }
 
     def work() -> None:
         with progress_callback("preprocess") as report:
             preprocess(
-                recording, out, stride=stride, max_frames=max_frames, mask_dir=mask_dir, progress=report
-            )
+                recording, out, stride=stride, max_frames=max_frames, mask_dir=mask_dir, progress=report,
+                options=options,
+            )  # fmt: skip
 
     run_stage(workspace, "preprocess", inputs, params, [out], work, force)
     return workspace
@@ -157,7 +172,10 @@ def earlier_stages(subject: Path, device: str = "auto", **fit_body_options: Any)
         raise UserError(f"{subject} has no recording; run `rgbd2avatar import SOURCE {subject}` first.")
     pre = recorded_params(subject, "preprocess") or {}
     masks = pre.get("masks")
-    preprocess_stage(subject, pre.get("stride"), pre.get("max_frames"), Path(masks) if masks else None)
+    preprocess_stage(
+        subject, pre.get("stride"), pre.get("max_frames"), Path(masks) if masks else None,
+        normal_window=pre.get("normal_window"),
+    )  # fmt: skip
     recorded = recorded_params(subject, "body_fit") or {}
     chosen = {key: value for key, value in fit_body_options.items() if value is not None}
     merged = {key: recorded.get(key) for key in FIT_BODY_OPTIONS} | chosen

@@ -69,3 +69,8 @@ def test_import_and_preprocess_a_synthetic_capture(tmp_path):
     changed = runner.invoke(app, ["preprocess", str(subject), "--stride", "2"])
     assert "parameters changed: stride" in changed.stderr
     assert len(json.loads((subject / "preprocess" / "index.json").read_text())["frames"]) == 2
+    window = runner.invoke(app, ["preprocess", str(subject), "--stride", "2", "--normal-window", "3"])
+    assert "parameters changed: normal_window" in window.stderr
+    assert json.loads((subject / "preprocess" / "index.json").read_text())["parameters"]["normal_window"] == 3
+    even = runner.invoke(app, ["preprocess", str(subject), "--normal-window", "4"])
+    assert even.exit_code != 0 and "odd number" in one_error_line(even)
