@@ -567,6 +567,14 @@ TRIALS: dict[str, Trial] = {
     "true_poses_normal_window_3": Trial(
         config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), normal_window(3))
     ),
+    "true_poses_normal_window_3_all_points": Trial(
+        config={"optimise_poses": False, "max_points": 32000},
+        edit=both(true_bodies(keep_shape=False), normal_window(3)),
+    ),
+    "true_poses_normal_window_3_all_points_seed_1": Trial(
+        config={"optimise_poses": False, "max_points": 32000, "seed": 1},
+        edit=both(true_bodies(keep_shape=False), normal_window(3)),
+    ),
     "normal_window_3": Trial(edit=normal_window(3)),
     "true_poses_all_points": Trial(
         config={"optimise_poses": False, "max_points": 32000}, edit=true_bodies(keep_shape=False)
