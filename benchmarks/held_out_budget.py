@@ -40,7 +40,6 @@ import torch
 from scipy.spatial import cKDTree
 
 from benchmarks.workspaces import measure_workspaces
-from capture.files import load_npz
 from rgbd2avatar.avatar.meshes import canonical_mesh, skinning_weights
 from rgbd2avatar.avatar.store import StoredAvatar, load_avatar
 from rgbd2avatar.bench import PROTOCOLS, average, held_out_poses
@@ -51,7 +50,6 @@ from rgbd2avatar.meshing import extract_mesh
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.synth.subject import Subject, cloth_coefficients, make_subject
 
-CAPTURE = Path("bench_out") / "small" / "capture"
 RESULTS = Path(__file__).resolve().parent / "results" / "held_out_budget.json"
 PARTS = {
     "head_neck": ("head", "neck"),
@@ -158,9 +156,8 @@ def held_out_budget(workspace: Path) -> dict:
     subject = make_subject(protocol.subject, seed=protocol.seed)
     if not torch.allclose(stored.avatar.shape, subject.shape.to(stored.avatar.shape)):
         raise SystemExit(f"{workspace}: the budget needs an avatar fitted with the true shape and poses")
-    train = torch.from_numpy(load_npz(CAPTURE / "ground_truth" / "body.npz")["poses"][stored.frames.numpy()])
     with torch.no_grad():
-        rest = cloth_held_rest(subject, train.float())
+        rest = cloth_held_rest(subject, stored.poses.cpu())  # the true poses: not optimised
         surfaces = canonical_surfaces(subject, stored, rest, protocol.mesh_resolution)
         faces = subject.faces.numpy()
         scores: dict[str, list[dict]] = {}
