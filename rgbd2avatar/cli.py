@@ -447,6 +447,10 @@ def fit(
     pose_opt: Annotated[
         bool, typer.Option("--pose-opt/--no-pose-opt", help="Refine every frame's pose with the shape.")
     ] = True,
+    max_points: Annotated[
+        int | None,
+        typer.Option("--max-points", help="Observed points kept per frame (default: the preset's, 4000)."),
+    ] = None,
     weight: Annotated[
         list[str] | None,
         typer.Option(
@@ -483,6 +487,8 @@ def fit(
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(pina_config.PRESETS)}.")
     if min(steps or 0, pretrain_steps or 0) < 0:
         raise UserError("--steps and --pretrain-steps must be zero or more.")
+    if max_points is not None and max_points < 1:
+        raise UserError("--max-points must be one or more.")
     for path, option in ((keypoints, "--keypoints"), (densepose, "--densepose")):
         if path is not None and not path.exists():
             raise UserError(f"{option} {path} does not exist; check the path.")
@@ -492,8 +498,9 @@ def fit(
     if min(vars(weights).values()) < 0:
         raise UserError("--weight values must be zero or more.")
     config = pina_config.preset(
-        preset, joint_steps=steps, pretrain_steps=pretrain_steps, optimise_poses=pose_opt, weights=weights
-    )
+        preset, joint_steps=steps, pretrain_steps=pretrain_steps, optimise_poses=pose_opt, weights=weights,
+        max_points=max_points,
+    )  # fmt: skip
     with Timer() as timer:
         earlier_stages(
             subject,

@@ -113,3 +113,5 @@ def test_fit_errors_are_one_line(tmp_path, workspace):
     assert result.exit_code == 2 and "has no recording" in result.output
     result = runner.invoke(app, ["fit", str(tmp_path / "nobody")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+    result = runner.invoke(app, ["fit", str(workspace.root), "--max-points", "0"])
+    assert result.exit_code == 2 and "--max-points must be one or more" in result.output
