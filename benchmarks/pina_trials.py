@@ -478,7 +478,6 @@ def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
     """Edit: every observed point's normal replaced by the true mesh's at the point's closest
     point; with ``snap_points`` the point moved there too, and points more than
     :data:`CLEAN_OUTLIER` off dropped (uses the truth)."""
-    from capture.preprocess import load_observation
     from rgbd2avatar.bench import true_mesh
     from rgbd2avatar.geometry import MeshQuery
 
@@ -487,7 +486,7 @@ def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
             truth = true_mesh(capture, int(path.stem))
             query = MeshQuery(truth.vertices, truth.faces)
             observed = load_npz(path)
-            closest = query.closest_points(load_observation(subject / "preprocess", int(path.stem)).points)
+            closest = query.closest_points(observed["points"])
             normals = query.face_normals[closest.triangle_ids].astype(observed["normals"].dtype)
             arrays = observed | {"normals": normals}
             if snap_points:

@@ -133,6 +133,12 @@ def _window_covariances(
     return np.stack(entries, -1), count
 
 
+def check_window(window: int) -> None:
+    """ValueError unless ``window`` is a valid :func:`grid_normals` window: odd and at least 3."""
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"the normals' window must be an odd number of pixels ≥ 3, not {window}")
+
+
 def grid_normals(
     points: np.ndarray,
     window: int = DEFAULT_WINDOW,
@@ -155,8 +161,7 @@ def grid_normals(
         (H, W, 3) float32 unit normals facing the camera (n · p < 0); NaN where the point is
         invalid or has fewer than ``min_neighbours`` neighbours.
     """
-    if window < 3 or window % 2 == 0:
-        raise ValueError(f"window must be an odd number ≥ 3, not {window}")
+    check_window(window)
     normals = np.full(points.shape, np.nan, np.float32)
     valid = np.isfinite(points).all(-1)
     rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))

@@ -81,14 +81,17 @@ def preprocess_stage(
     ``stride`` / ``max_frames`` / ``normal_window`` None keep the preprocessing defaults (about
     10 fps, at most 600 frames, PCA normals over 7 × 7 pixels).
     """
+    from capture.normals import DEFAULT_WINDOW, check_window
     from capture.preprocess import DEFAULT_MAX_FRAMES, PreprocessOptions, preprocess
 
-    if normal_window is not None and (normal_window < 3 or normal_window % 2 == 0):
-        raise UserError(f"--normal-window must be an odd number of pixels ≥ 3, not {normal_window}.")
+    options = PreprocessOptions(normal_window=DEFAULT_WINDOW if normal_window is None else normal_window)
+    try:
+        check_window(options.normal_window)
+    except ValueError as error:
+        raise UserError(f"--normal-window: {error}.") from None
     workspace = Workspace(subject)
     recording, out = workspace.root / "recording", workspace.root / "preprocess"
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
-    options = PreprocessOptions() if normal_window is None else PreprocessOptions(normal_window=normal_window)
     inputs = [recording] + ([mask_dir.absolute()] if mask_dir else [])
     params = {
         "stride": stride,
