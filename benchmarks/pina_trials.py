@@ -498,13 +498,13 @@ def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
     return edit
 
 
-def normal_window(window: int) -> Callable[[Path, Path], None]:
-    """Edit: the capture preprocessed again with PCA normals over ``window`` × ``window`` pixels
-    (the same frames; the body fit is kept)."""
+def normal_window(window: int, method: str = "pca") -> Callable[[Path, Path], None]:
+    """Edit: the capture preprocessed again with ``method`` normals over ``window`` × ``window``
+    pixels (:func:`capture.normals.grid_normals`; the same frames; the body fit is kept)."""
     from capture.preprocess import PreprocessOptions, preprocess
 
     def edit(subject: Path, capture: Path) -> None:
-        options = PreprocessOptions(normal_window=window)
+        options = PreprocessOptions(normal_window=window, normal_method=method)
         preprocess(capture / "sequence", subject / "preprocess", options=options)
 
     return edit
@@ -575,6 +575,12 @@ TRIALS: dict[str, Trial] = {
         edit=both(true_bodies(keep_shape=False), normal_window(3)),
     ),
     "normal_window_3": Trial(edit=normal_window(3)),
+    "rays_normals_9": Trial(edit=normal_window(9, "rays")),
+    "rays_normals_9_seed_1": Trial(config={"seed": 1}, edit=normal_window(9, "rays")),
+    "rays_normals_9_no_pose_opt": Trial(config={"optimise_poses": False}, edit=normal_window(9, "rays")),
+    "true_poses_rays_normals_9": Trial(
+        config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), normal_window(9, "rays"))
+    ),
     "true_poses_all_points": Trial(
         config={"optimise_poses": False, "max_points": 32000}, edit=true_bodies(keep_shape=False)
     ),

@@ -54,7 +54,7 @@ import numpy as np
 from capture.calibration import backproject, pixel_rays, project, transform_points
 from capture.errors import CaptureError
 from capture.files import PathLike, load_npz, read_json, save_npz, write_image, write_json
-from capture.normals import DEFAULT_MAX_JUMP, DEFAULT_WINDOW, grid_normals, window_offsets
+from capture.normals import DEFAULT_MAX_JUMP, DEFAULT_WINDOW, NORMAL_METHODS, grid_normals, window_offsets
 from capture.segment import BackgroundModel, Segmenter, SegmentOptions, external_mask
 from capture.sequence import Calibration, RGBDFrame, SequenceReader
 
@@ -81,8 +81,8 @@ class PreprocessOptions:
 
     Attributes:
         min_points: frames with fewer person points are dropped.
-        normal_window, normal_max_jump: :func:`capture.normals.grid_normals` window and
-            depth-discontinuity threshold.
+        normal_window, normal_max_jump, normal_method: :func:`capture.normals.grid_normals`
+            window, depth-discontinuity threshold and estimator.
         outlier_neighbours, outlier_window, outlier_std: :func:`statistical_inliers` parameters.
         segment: the segmentation rule's parameters.
         seed: for RANSAC.
@@ -91,6 +91,7 @@ class PreprocessOptions:
     min_points: int = 2000
     normal_window: int = DEFAULT_WINDOW
     normal_max_jump: float = DEFAULT_MAX_JUMP
+    normal_method: str = NORMAL_METHODS[0]
     outlier_neighbours: int = 8
     outlier_window: int = 5
     outlier_std: float = 4.0
@@ -270,7 +271,10 @@ class FrameProcessor:
         points = backproject(frame.depth_m, self.calibration.depth, self.rays)
         mask = self.person_mask(frame, points)
         person = np.where(mask[..., None], points, np.float32(np.nan))
-        normals = grid_normals(person, self.options.normal_window, self.options.normal_max_jump)
+        options = self.options
+        normals = grid_normals(
+            person, options.normal_window, options.normal_max_jump, method=options.normal_method
+        )
         pixels = np.flatnonzero(mask)
         pixels = pixels[np.isfinite(normals.reshape(-1, 3)[pixels, 0])]  # normals are NaN as a whole
         flat_points, flat_normals = person.reshape(-1, 3)[pixels], normals.reshape(-1, 3)[pixels]

@@ -341,19 +341,28 @@ def preprocess(
         int | None,
         typer.Option(
             "--normal-window",
-            help="Pixels per side of the PCA normals' window (odd; 7 suits the Azure Kinect's noise, "
+            help="Pixels per side of the normals' window (odd; 7 suits the Azure Kinect's noise, "
             "3 noise-free depth).",
+        ),
+    ] = None,
+    normal_method: Annotated[
+        str | None,
+        typer.Option(
+            "--normal-method",
+            help="How normals are estimated: pca (default) or rays (a plane fitted to inverse depth "
+            "along the camera's rays: unbiased under depth noise, better reconstructions of the "
+            "captured frames).",
         ),
     ] = None,
     force: ForceOption = False,
 ) -> None:
-    """Back-project depth to person points with colours and PCA normals, frame by frame."""
+    """Back-project depth to person points with colours and normals, frame by frame."""
     from capture.files import read_json
     from rgbd2avatar.logs import Timer, stage_summary
     from rgbd2avatar.stages import preprocess_stage
 
     with Timer() as timer:
-        workspace = preprocess_stage(subject, stride, max_frames, masks, force, normal_window)
+        workspace = preprocess_stage(subject, stride, max_frames, masks, force, normal_window, normal_method)
     index = read_json(workspace.root / "preprocess" / "index.json")
     stage_summary(
         "preprocess", f"{len(index['frames'])} frames", timer.seconds, f"in {workspace.root / 'preprocess'}"

@@ -75,20 +75,27 @@ def preprocess_stage(
     mask_dir: Path | None,
     force: bool = False,
     normal_window: int | None = None,
+    normal_method: str | None = None,
 ) -> Workspace:
     """Per-frame person points, normals and colours from ``subject/recording`` into ``subject/preprocess``.
 
-    ``stride`` / ``max_frames`` / ``normal_window`` None keep the preprocessing defaults (about
-    10 fps, at most 600 frames, PCA normals over 7 × 7 pixels).
+    ``stride`` / ``max_frames`` / ``normal_window`` / ``normal_method`` None keep the
+    preprocessing defaults (about 10 fps, at most 600 frames, :class:`capture.preprocess.PreprocessOptions`'
+    normals).
     """
-    from capture.normals import DEFAULT_WINDOW, check_window
+    from capture.normals import check_method, check_window
     from capture.preprocess import DEFAULT_MAX_FRAMES, PreprocessOptions, preprocess
 
-    options = PreprocessOptions(normal_window=DEFAULT_WINDOW if normal_window is None else normal_window)
-    try:
-        check_window(options.normal_window)
-    except ValueError as error:
-        raise UserError(f"--normal-window: {error}.") from None
+    chosen = {"normal_window": normal_window, "normal_method": normal_method}
+    options = PreprocessOptions(**{key: value for key, value in chosen.items() if value is not None})
+    for flag, check, value in (
+        ("--normal-window", check_window, options.normal_window),
+        ("--normal-method", check_method, options.normal_method),
+    ):
+        try:
+            check(value)
+        except ValueError as error:
+            raise UserError(f"{flag}: {error}.") from None
     workspace = Workspace(subject)
     recording, out = workspace.root / "recording", workspace.root / "preprocess"
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
@@ -98,6 +105,7 @@ def preprocess_stage(
         "max_frames": max_frames,
         "masks": str(mask_dir) if mask_dir else None,
         "normal_window": options.normal_window,
+        "normal_method": options.normal_method,
     }
 
     def work() -> None:
@@ -177,7 +185,7 @@ def earlier_stages(subject: Path, device: str = "auto", **fit_body_options: Any)
     masks = pre.get("masks")
     preprocess_stage(
         subject, pre.get("stride"), pre.get("max_frames"), Path(masks) if masks else None,
-        normal_window=pre.get("normal_window"),
+        normal_window=pre.get("normal_window"), normal_method=pre.get("normal_method"),
     )  # fmt: skip
     recorded = recorded_params(subject, "body_fit") or {}
     chosen = {key: value for key, value in fit_body_options.items() if value is not None}

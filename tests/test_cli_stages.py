@@ -74,3 +74,11 @@ def test_import_and_preprocess_a_synthetic_capture(tmp_path):
     assert json.loads((subject / "preprocess" / "index.json").read_text())["parameters"]["normal_window"] == 3
     even = runner.invoke(app, ["preprocess", str(subject), "--normal-window", "4"])
     assert even.exit_code != 0 and "odd number" in one_error_line(even)
+    rays = runner.invoke(
+        app, ["preprocess", str(subject), "--stride", "2", "--normal-window", "3", "--normal-method", "rays"]
+    )
+    assert "parameters changed: normal_method" in rays.stderr
+    parameters = json.loads((subject / "preprocess" / "index.json").read_text())["parameters"]
+    assert parameters["normal_method"] == "rays"
+    unknown = runner.invoke(app, ["preprocess", str(subject), "--normal-method", "sobel"])
+    assert unknown.exit_code != 0 and "pca, rays" in one_error_line(unknown)

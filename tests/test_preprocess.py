@@ -24,7 +24,7 @@ from capture.calibration import (
 )
 from capture.errors import CaptureError
 from capture.files import load_npz, read_image, write_image
-from capture.normals import grid_normals, point_normals, smallest_eigenvectors
+from capture.normals import NORMAL_METHODS, grid_normals, point_normals, smallest_eigenvectors
 from capture.preprocess import (
     default_stride,
     load_observation,
@@ -124,22 +124,59 @@ def test_closed_form_eigenvectors_match_numpy():
     assert np.allclose(np.abs(np.einsum("nk,nk->n", smallest_eigenvectors(upper), expected)), 1.0, atol=1e-6)
 
 
-def test_grid_normals_of_a_plane_are_exact_and_face_the_camera():
+@pytest.mark.parametrize("method", NORMAL_METHODS)
+def test_grid_normals_of_a_plane_are_exact_and_face_the_camera(method):
     rays = pixel_rays(CAMERA.depth)
     normal = np.array([0.3, -0.5, -0.8]) / np.linalg.norm([0.3, -0.5, -0.8])
     points = backproject(depth_of_plane(normal, 2.0, rays), CAMERA.depth, rays)
-    normals = grid_normals(points)
+    normals = grid_normals(points, method=method)
     found = np.isfinite(normals).all(-1)
     assert found.mean() > 0.7
     assert angles_deg(normals[found], np.broadcast_to(normal, normals[found].shape)).max() < 0.05
     assert (np.einsum("nk,nk->n", normals[found], points[found]) < 0).all()
     noisy = depth_of_plane(normal, 2.0, rays) + np.random.default_rng(1).normal(0, 0.002, rays.shape[:2])
-    noisy_normals = grid_normals(backproject(noisy.astype(np.float32), CAMERA.depth, rays))
+    noisy_normals = grid_normals(backproject(noisy.astype(np.float32), CAMERA.depth, rays), method=method)
     kept = np.isfinite(noisy_normals).all(-1)
     assert np.median(angles_deg(noisy_normals[kept], np.broadcast_to(normal, noisy_normals[kept].shape))) < 5
 
 
-def test_grid_normals_of_a_sphere_are_radial():
+def test_ray_normals_are_unbiased_under_depth_noise_and_pca_normals_are_not():
+    """Noise along the rays (a time-of-flight camera's) tilts PCA normals away from the viewing
+    direction; the inverse-depth fit's mean normal stays on the true one."""
+    rays = pixel_rays(CAMERA.depth)
+    normal = np.array([0.6, -0.3, -0.74]) / np.linalg.norm([0.6, -0.3, -0.74])
+    depth = depth_of_plane(normal, 2.0, rays)  # 2.2–3.9 m away
+    noisy = depth + np.random.default_rng(3).normal(0, 0.0045, depth.shape)
+    points = backproject(noisy.astype(np.float32), CAMERA.depth, rays)
+    bias = {}
+    for method in NORMAL_METHODS:
+        normals = grid_normals(points, method=method)
+        mean = normals[np.isfinite(normals).all(-1)].mean(0)
+        bias[method] = angles_deg(mean[None] / np.linalg.norm(mean), normal[None])[0]
+    assert bias["rays"] < 0.3 and bias["pca"] > 1.0
+
+
+def test_ray_normals_need_neighbours_off_a_line():
+    rays = pixel_rays(CAMERA.depth)
+    normal = np.array([0.3, -0.5, -0.8]) / np.linalg.norm([0.3, -0.5, -0.8])
+    depth = depth_of_plane(normal, 2.0, rays)
+    strip = np.full(depth.shape, np.nan, np.float32)
+    strip[:, 300] = depth[:, 300]
+    assert not np.isfinite(grid_normals(backproject(strip, CAMERA.depth, rays), method="rays")).any()
+    strip[:, 301] = depth[:, 301]
+    normals = grid_normals(backproject(strip, CAMERA.depth, rays), method="rays")
+    found = np.isfinite(normals).all(-1)
+    assert found.sum() > 1000
+    assert angles_deg(normals[found], np.broadcast_to(normal, normals[found].shape)).max() < 0.05
+
+
+def test_grid_normals_method_is_checked():
+    with pytest.raises(ValueError, match="pca, rays"):
+        grid_normals(np.zeros((8, 8, 3), np.float32), method="sobel")
+
+
+@pytest.mark.parametrize("method", NORMAL_METHODS)
+def test_grid_normals_of_a_sphere_are_radial(method):
     rays = pixel_rays(CAMERA.depth)
     centre, radius = np.array([0.1, 0.0, 2.0]), 0.5
     b = rays @ centre
@@ -147,7 +184,7 @@ def test_grid_normals_of_a_sphere_are_radial():
     with np.errstate(invalid="ignore"):
         t = (b - np.sqrt(b**2 - squared * (centre @ centre - radius**2))) / squared
     points = backproject(t.astype(np.float32), CAMERA.depth, rays)
-    normals = grid_normals(points)
+    normals = grid_normals(points, method=method)
     found = np.isfinite(normals).all(-1)
     radial = (points[found] - centre) / radius
     errors = angles_deg(normals[found], radial / np.linalg.norm(radial, axis=1, keepdims=True))
@@ -155,12 +192,13 @@ def test_grid_normals_of_a_sphere_are_radial():
     assert np.median(errors) < 0.2 and np.percentile(errors, 99) < 3
 
 
-def test_grid_normals_do_not_mix_surfaces_across_a_depth_step():
+@pytest.mark.parametrize("method", NORMAL_METHODS)
+def test_grid_normals_do_not_mix_surfaces_across_a_depth_step(method):
     rays = pixel_rays(CAMERA.depth)
     near = np.array([0.0, 0.0, -1.0])
     far = np.array([0.6, 0.0, -0.8])
     depth = np.where(rays[..., 0] < 0, depth_of_plane(near, 1.5, rays), depth_of_plane(far, 2.5, rays))
-    normals = grid_normals(backproject(depth.astype(np.float32), CAMERA.depth, rays))
+    normals = grid_normals(backproject(depth.astype(np.float32), CAMERA.depth, rays), method=method)
     columns = np.flatnonzero(np.diff(np.sign(rays[300, :, 0])))[0]
     band = np.s_[250:350, columns - 3 : columns + 5]  # the pixels next to the step
     expected = np.where((rays[band][..., :1] < 0), near, far)
