@@ -577,6 +577,9 @@ TRIALS: dict[str, Trial] = {
     "normal_window_3": Trial(edit=normal_window(3)),
     "rays_normals_9": Trial(edit=normal_window(9, "rays")),
     "rays_normals_9_seed_1": Trial(config={"seed": 1}, edit=normal_window(9, "rays")),
+    "pose_lr_decay": Trial(config={"decay_pose_lr": True}),
+    "pose_lr_decay_seed_1": Trial(config={"decay_pose_lr": True, "seed": 1}),
+    "true_poses_pose_lr_decay": Trial(config={"decay_pose_lr": True}, edit=true_bodies(keep_shape=False)),
     "rays_normals_9_no_pose_opt": Trial(config={"optimise_poses": False}, edit=normal_window(9, "rays")),
     "true_poses_rays_normals_9": Trial(
         config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), normal_window(9, "rays"))

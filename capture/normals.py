@@ -143,7 +143,9 @@ def _window(
     return (x, y, z), keep
 
 
-def _pca_normals(planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float):
+def _pca_normals(
+    planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``"pca"`` normals of some pixels (arguments as :func:`_window`; ``window`` its side k and
     ``row_stride`` the padded image's width): (M, 3) float64 unit vectors (sign arbitrary) and
     (M,) neighbours kept (the centre included)."""
@@ -159,7 +161,9 @@ def _pca_normals(planes: np.ndarray, centres: np.ndarray, window: int, row_strid
     return smallest_eigenvectors(np.stack(entries, -1)), count
 
 
-def _ray_normals(planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float):
+def _ray_normals(
+    planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``"rays"`` normals of some pixels (arguments and returns as :func:`_pca_normals`; NaN
     vectors where the neighbours' rays are degenerate, :data:`_DEGENERATE`).
 
@@ -175,10 +179,9 @@ def _ray_normals(planes: np.ndarray, centres: np.ndarray, window: int, row_strid
     weights = np.where(keep, gaussian, 0.0)  # (M, k²) float64
     weights /= weights.sum(1, keepdims=True)
     x, y, z = (planes[i, centres, None].astype(np.float64) for i in range(3))  # (M, 1) the centres
+    # (x + dx)/(z + dz) − x/z = (z dx − x dz) · scale, and 1/(z + dz) − 1/z = −dz · scale
     with np.errstate(invalid="ignore"):
-        scale = np.where(
-            keep, 1.0 / (z * (z + dz)), 0.0
-        )  # (M, k²): (x+dx)/(z+dz) − x/z = (z dx − x dz) · scale
+        scale = np.where(keep, 1.0 / (z * (z + dz)), 0.0)  # (M, k²)
     du, dv, dw = (z * dx - x * dz) * scale, (z * dy - y * dz) * scale, -dz * scale
     du, dv, dw = (np.nan_to_num(c, copy=False) for c in (du, dv, dw))
     weighted_u, weighted_v = weights * du, weights * dv
