@@ -474,6 +474,21 @@ def true_bodies(keep_shape: bool) -> Callable[[Path, Path], None]:
     return edit
 
 
+def perturbed_poses(radians: float, metres: float) -> Callable[[Path, Path], None]:
+    """Edit: Gaussian noise, independent per frame, added to every axis-angle component of the
+    fits' poses (σ ``radians``) and to their translations (σ ``metres``); seeded."""
+
+    def edit(subject: Path, capture: Path) -> None:
+        path = subject / "body_fit" / "fits.npz"
+        fits = load_npz(path)
+        rng = np.random.default_rng(0)
+        poses = fits["poses"] + rng.normal(0.0, radians, fits["poses"].shape).astype(fits["poses"].dtype)
+        trans = fits["trans"] + rng.normal(0.0, metres, fits["trans"].shape).astype(fits["trans"].dtype)
+        save_npz(path, **(fits | {"poses": poses, "trans": trans}))
+
+    return edit
+
+
 def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
     """Edit: every observed point's normal replaced by the true mesh's at the point's closest
     point; with ``snap_points`` the point moved there too, and points more than
@@ -577,9 +592,11 @@ TRIALS: dict[str, Trial] = {
     "normal_window_3": Trial(edit=normal_window(3)),
     "rays_normals_9": Trial(edit=normal_window(9, "rays")),
     "rays_normals_9_seed_1": Trial(config={"seed": 1}, edit=normal_window(9, "rays")),
-    "pose_lr_decay": Trial(config={"decay_pose_lr": True}),
-    "pose_lr_decay_seed_1": Trial(config={"decay_pose_lr": True, "seed": 1}),
-    "true_poses_pose_lr_decay": Trial(config={"decay_pose_lr": True}, edit=true_bodies(keep_shape=False)),
+    "perturbed_true_poses": Trial(edit=both(true_bodies(keep_shape=False), perturbed_poses(0.01, 0.003))),
+    "perturbed_true_poses_no_pose_opt": Trial(
+        config={"optimise_poses": False},
+        edit=both(true_bodies(keep_shape=False), perturbed_poses(0.01, 0.003)),
+    ),
     "rays_normals_9_no_pose_opt": Trial(config={"optimise_poses": False}, edit=normal_window(9, "rays")),
     "true_poses_rays_normals_9": Trial(
         config={"optimise_poses": False}, edit=both(true_bodies(keep_shape=False), normal_window(9, "rays"))

@@ -56,8 +56,7 @@ class PinaConfig:
         off_points_per_frame: off-surface points per frame and step; eikonal_points: canonical
             points per step; pretrain_points: canonical samples per pretraining step.
         lr, pose_lr: Adam learning rates of the networks and of the per-frame poses; the network
-            rate decays by ``lr_decay`` over each stage (cosine), the poses' too with
-            ``decay_pose_lr``.
+            rate decays by ``lr_decay`` over each stage (cosine).
         off_margin: off-surface points are those at least this far (m) from the fitted body.
         optimise_poses: False reproduces PINA's "w/o pose opt." ablation.
         checkpoint_every: steps between checkpoints (also written on Ctrl-C).
@@ -82,7 +81,6 @@ class PinaConfig:
     lr: float = 1e-3
     lr_decay: float = 0.1
     pose_lr: float = 5e-4
-    decay_pose_lr: bool = False
     off_margin: float = 0.05
     optimise_poses: bool = True
     checkpoint_every: int = 50

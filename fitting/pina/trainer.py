@@ -147,8 +147,8 @@ class PinaTrainer:
             self.pose_delta[held], self.trans_delta[held] = before
 
     def _set_learning_rate(self, pretraining: bool) -> None:
-        """Cosine decay from ``lr`` to ``lr · lr_decay`` over each stage (the poses' rate too with
-        ``decay_pose_lr``)."""
+        """Cosine decay from ``lr`` to ``lr · lr_decay`` over each stage (networks only; decaying
+        the poses' rate too changed nothing beyond the seeds' spread: docs/pina_experiments.md)."""
         config = self.config
         start, length = (
             (0, config.pretrain_steps) if pretraining else (config.pretrain_steps, config.joint_steps)
@@ -156,8 +156,6 @@ class PinaTrainer:
         progress = (self.step - start) / max(length, 1)
         factor = config.lr_decay + (1 - config.lr_decay) * 0.5 * (1 + math.cos(math.pi * progress))
         self.optimiser.param_groups[0]["lr"] = config.lr * factor
-        if config.decay_pose_lr and len(self.optimiser.param_groups) > 1:
-            self.optimiser.param_groups[1]["lr"] = config.pose_lr * factor
 
     def _draw(self, pool: int | torch.Tensor, count: int) -> torch.Tensor:
         """(count,) random rows of a pool (its size, or a tensor of allowed rows), on the device."""
