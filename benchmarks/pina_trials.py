@@ -329,6 +329,33 @@ def off_surface_band(slack: float) -> Callable[[], contextlib.AbstractContextMan
     return context
 
 
+def dearer_joints(names: tuple[str, ...], scale: float) -> Callable[[], contextlib.AbstractContextManager]:
+    """Context: ``fit-body``'s pose prior ``scale`` times dearer on every axis of the joints
+    ``names`` (both sides where a name has no side)."""
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        from fitting import priors
+        from rgbd2avatar.body.skeleton import JOINT_INDEX
+
+        original = priors.pose_prior_scales
+        joints = [
+            index
+            for name, index in JOINT_INDEX.items()
+            if name.removeprefix("left_").removeprefix("right_") in names
+        ]
+
+        def pose_prior_scales(dtype=torch.float32, device=None):
+            scales = original(dtype, device).reshape(-1, 3).clone()
+            scales[[joint - 1 for joint in joints]] *= scale
+            return scales.reshape(-1)
+
+        with mock.patch.object(priors, "pose_prior_scales", pose_prior_scales):
+            yield
+
+    return context
+
+
 @contextlib.contextmanager
 def prior_arms_down() -> Iterator[None]:
     """``fit-body``'s pose prior centred on the standing pose it starts from (arms
@@ -554,6 +581,11 @@ TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "body_refit": Trial(refit_body=True),
     "prior_arms_down": Trial(context=prior_arms_down, refit_body=True),
+    "dearer_collars": Trial(context=dearer_joints(("collar",), 10.0), refit_body=True),
+    "dearer_collars_neck": Trial(context=dearer_joints(("collar", "neck"), 10.0), refit_body=True),
+    "dearer_collars_neck_seed_1": Trial(
+        config={"seed": 1}, context=dearer_joints(("collar", "neck"), 10.0), refit_body=True
+    ),
     "clothed_proxy": Trial(context=clothed_proxy),
     "clothed_proxy_seed_1": Trial(config={"seed": 1}, context=clothed_proxy),
     "off_margin_8cm": Trial(config={"off_margin": 0.08}),
