@@ -24,8 +24,7 @@ from benchmarks.workspaces import measure_workspaces
 from capture.normals import NORMAL_METHODS, grid_normals
 from capture.preprocess import load_observation, read_index
 from capture.sequence import Calibration
-from rgbd2avatar.bench import true_mesh
-from rgbd2avatar.geometry import MeshQuery
+from rgbd2avatar.bench import true_surface_at
 
 WINDOWS = (3, 5, 7, 9, 11)
 FRAMES = 5
@@ -52,10 +51,7 @@ def frame_angles(
     image = np.full((shape[0] * shape[1], 3), np.nan, np.float32)
     image[observation.pixels] = observation.points
     image = image.reshape(*shape, 3)
-    truth = true_mesh(capture, frame)
-    query = MeshQuery(truth.vertices, truth.faces)
-    closest = query.closest_points(observation.points)
-    true_normals = query.face_normals[closest.triangle_ids]
+    closest, true_normals = true_surface_at(capture, frame, observation.points)
     near = closest.distances < NEAR
     rows = {}
     for method in NORMAL_METHODS:

@@ -520,17 +520,13 @@ def true_surface(snap_points: bool) -> Callable[[Path, Path], None]:
     """Edit: every observed point's normal replaced by the true mesh's at the point's closest
     point; with ``snap_points`` the point moved there too, and points more than
     :data:`CLEAN_OUTLIER` off dropped (uses the truth)."""
-    from rgbd2avatar.bench import true_mesh
-    from rgbd2avatar.geometry import MeshQuery
+    from rgbd2avatar.bench import true_surface_at
 
     def edit(subject: Path, capture: Path) -> None:
         for path in sorted((subject / "preprocess" / "frames").glob("*.npz")):
-            truth = true_mesh(capture, int(path.stem))
-            query = MeshQuery(truth.vertices, truth.faces)
             observed = load_npz(path)
-            closest = query.closest_points(observed["points"])
-            normals = query.face_normals[closest.triangle_ids].astype(observed["normals"].dtype)
-            arrays = observed | {"normals": normals}
+            closest, normals = true_surface_at(capture, int(path.stem), observed["points"])
+            arrays = observed | {"normals": normals.astype(observed["normals"].dtype)}
             if snap_points:
                 arrays["points"] = closest.points.astype(observed["points"].dtype)
                 keep = closest.distances <= CLEAN_OUTLIER

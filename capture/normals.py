@@ -32,6 +32,8 @@ Shapes: N points, H × W pixels, k window side / neighbour count.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -144,12 +146,10 @@ def _window(
 
 
 def _pca_normals(
-    planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float
+    planes: np.ndarray, centres: np.ndarray, offsets: np.ndarray, rings: np.ndarray, max_jump: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``"pca"`` normals of some pixels (arguments as :func:`_window`; ``window`` its side k and
-    ``row_stride`` the padded image's width): (M, 3) float64 unit vectors (sign arbitrary) and
-    (M,) neighbours kept (the centre included)."""
-    offsets, rings = window_offsets(window, row_stride)
+    """``"pca"`` normals of some pixels (arguments as :func:`_window`): (M, 3) float64 unit
+    vectors (sign arbitrary) and (M,) neighbours kept (the centre included)."""
     coordinates, keep = _window(planes, centres, offsets, rings, max_jump)
     x, y, z = (np.where(keep, c, np.float32(0.0)) for c in coordinates)
     count = keep.sum(1)
@@ -161,21 +161,31 @@ def _pca_normals(
     return smallest_eigenvectors(np.stack(entries, -1)), count
 
 
+def _window_gaussian(window: int) -> np.ndarray:
+    """(k²,) weights of a k × k window, in :func:`window_offsets`' order: a Gaussian of the pixel
+    distance from the centre with σ = k/4 pixels (``"rays"`` normals)."""
+    radius = window // 2
+    rows, columns = np.mgrid[-radius : radius + 1, -radius : radius + 1].reshape(2, -1)
+    return np.exp(-(rows**2 + columns**2) / (2.0 * (window / 4.0) ** 2))
+
+
 def _ray_normals(
-    planes: np.ndarray, centres: np.ndarray, window: int, row_stride: int, max_jump: float
+    planes: np.ndarray,
+    centres: np.ndarray,
+    offsets: np.ndarray,
+    rings: np.ndarray,
+    max_jump: float,
+    gaussian: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``"rays"`` normals of some pixels (arguments and returns as :func:`_pca_normals`; NaN
-    vectors where the neighbours' rays are degenerate, :data:`_DEGENERATE`).
+    """``"rays"`` normals of some pixels (arguments and returns as :func:`_pca_normals`, with
+    ``gaussian`` from :func:`_window_gaussian`; NaN vectors where the neighbours' rays are
+    degenerate, :data:`_DEGENERATE`).
 
     Fits 1/z_i − 1/z_c = a + g · (r_i − r_c) by weighted least squares over the kept neighbours i
     of centre c (r the first two ray components x/z, y/z), so that w = (g, 1/z_c + a − g · r_c)
     and n = w / |w|.
     """
-    offsets, rings = window_offsets(window, row_stride)
     (dx, dy, dz), keep = _window(planes, centres, offsets, rings, max_jump)
-    radius = window // 2
-    rows, columns = np.mgrid[-radius : radius + 1, -radius : radius + 1].reshape(2, -1)
-    gaussian = np.exp(-(rows**2 + columns**2) / (2.0 * (window / 4.0) ** 2))
     weights = np.where(keep, gaussian, 0.0)  # (M, k²) float64
     weights /= weights.sum(1, keepdims=True)
     x, y, z = (planes[i, centres, None].astype(np.float64) for i in range(3))  # (M, 1) the centres
@@ -262,11 +272,12 @@ def _crop_normals(
     flat = padded.reshape(-1, 3)
     planes = np.ascontiguousarray(flat.T)
     centres = np.flatnonzero(np.pad(valid, pad))
-    estimate = _ray_normals if method == "rays" else _pca_normals
+    offsets, rings = window_offsets(window, width + 2 * radius)
+    estimate = partial(_ray_normals, gaussian=_window_gaussian(window)) if method == "rays" else _pca_normals
     normals = np.full_like(flat, np.nan)
     for start in range(0, len(centres), _CHUNK):
         batch = centres[start : start + _CHUNK]
-        vectors, count = estimate(planes, batch, window, width + 2 * radius, max_jump)
+        vectors, count = estimate(planes, batch, offsets, rings, max_jump)
         found = (count >= min_neighbours) & np.isfinite(vectors).all(-1)
         normals[batch[found]] = orient_towards(vectors[found], flat[batch[found]].astype(np.float64))
     return normals.reshape(padded.shape)[radius : radius + height, radius : radius + width]

@@ -33,6 +33,7 @@ import trimesh
 from capture.files import load_npz, read_json, save_npz
 from rgbd2avatar.avatar.meshes import posed_mesh_fast, posed_meshes
 from rgbd2avatar.avatar.store import StoredAvatar
+from rgbd2avatar.geometry import ClosestPoints, MeshQuery
 from rgbd2avatar.logs import Timer
 from rgbd2avatar.metrics import mesh_metrics
 from rgbd2avatar.motion import builtin_motion
@@ -329,6 +330,15 @@ def true_subject(protocol: Protocol, data_dir: Path, frames: np.ndarray) -> tupl
 def true_mesh(data_dir: Path, frame: int) -> trimesh.Trimesh:
     """The capture's ground-truth clothed mesh at capture ``frame``, as written (not processed)."""
     return trimesh.load(data_dir / "ground_truth" / "meshes" / f"{int(frame):06d}.ply", process=False)
+
+
+def true_surface_at(data_dir: Path, frame: int, points: np.ndarray) -> tuple[ClosestPoints, np.ndarray]:
+    """The closest points to (N, 3) ``points`` on the capture's ground-truth clothed mesh at
+    capture ``frame``, and the (N, 3) unit normals of the triangles they lie on."""
+    truth = true_mesh(data_dir, frame)
+    query = MeshQuery(truth.vertices, truth.faces)
+    closest = query.closest_points(points)
+    return closest, query.face_normals[closest.triangle_ids]
 
 
 def true_meshes(data_dir: Path, frames: np.ndarray) -> list[trimesh.Trimesh]:
