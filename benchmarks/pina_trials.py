@@ -40,6 +40,7 @@ import torch
 
 from capture.files import load_npz, read_json, save_npz, write_json
 from fitting.pina.data import gather_rows
+from fitting.priors import STIFF_SCALE
 from fitting.pina.losses import masked_mean
 from fitting.pina.trainer import PinaTrainer
 
@@ -329,9 +330,10 @@ def off_surface_band(slack: float) -> Callable[[], contextlib.AbstractContextMan
     return context
 
 
-def dearer_joints(names: tuple[str, ...], scale: float) -> Callable[[], contextlib.AbstractContextManager]:
-    """Context: ``fit-body``'s pose prior ``scale`` times dearer on every axis of the joints
-    ``names`` (both sides where a name has no side)."""
+def scaled_prior(names: tuple[str, ...], scale: float) -> Callable[[], contextlib.AbstractContextManager]:
+    """Context: ``fit-body``'s pose prior ``scale`` times as dear on every axis of the joints
+    ``names`` (both sides where a name has no side); ``scale`` = 1 / ``fitting.priors.STIFF_SCALE``
+    on the collars and the neck restores the prior they had before it was made dearer."""
 
     @contextlib.contextmanager
     def context() -> Iterator[None]:
@@ -577,10 +579,10 @@ TRIALS: dict[str, Trial] = {
     "baseline": Trial(),
     "body_refit": Trial(refit_body=True),
     "prior_arms_down": Trial(context=prior_arms_down, refit_body=True),
-    "dearer_collars": Trial(context=dearer_joints(("collar",), 10.0), refit_body=True),
-    "dearer_collars_neck": Trial(context=dearer_joints(("collar", "neck"), 10.0), refit_body=True),
-    "dearer_collars_neck_seed_1": Trial(
-        config={"seed": 1}, context=dearer_joints(("collar", "neck"), 10.0), refit_body=True
+    "lighter_neck": Trial(context=scaled_prior(("neck",), 1 / STIFF_SCALE), refit_body=True),
+    "lighter_collars_neck": Trial(context=scaled_prior(("collar", "neck"), 1 / STIFF_SCALE), refit_body=True),
+    "lighter_collars_neck_seed_1": Trial(
+        config={"seed": 1}, context=scaled_prior(("collar", "neck"), 1 / STIFF_SCALE), refit_body=True
     ),
     "clothed_proxy": Trial(context=clothed_proxy),
     "clothed_proxy_seed_1": Trial(config={"seed": 1}, context=clothed_proxy),

@@ -1,14 +1,15 @@
-"""Does a dearer collar and neck prior help ``fit-body`` when the person does move those joints?
+"""Does ``fit-body``'s dearer collar and neck prior help when the person does move those joints?
 
     python -m benchmarks.shrug_prior
 
 The ``small`` protocol's ``capture`` motion keeps the collars and the neck at rest, so a pose
-prior that pulls them towards rest (the ``dearer_collars_neck`` trial of
-:mod:`benchmarks.pina_trials`) is bound to help on it. This benchmark films the same subject
+prior that pulls them towards rest (:data:`fitting.priors.STIFF`, against the
+``lighter_collars_neck`` trial of :mod:`benchmarks.pina_trials`) is bound to help on it. This benchmark films the same subject
 (``casual``, seed 0, 181 frames) doing the ``capture`` motion with shrugs added (each collar
 ±0.15 rad about z, opposite sides mirrored, period 3 s) and the neck nodding and turning
 (±0.2 rad about x and y, periods 4 and 5 s), kept in ``bench_out/shrug/``, and fits the body
-twice: with ``fit-body``'s pose prior as it is, and with the collars and neck 10 times dearer.
+twice: with the collars and the neck as dear as the other joints, and with ``fit-body``'s pose
+prior as it is (those joints :data:`fitting.priors.STIFF_SCALE` times dearer).
 Stores the MPJPE and the rotation errors of the neck, collars, shoulders and elbows (radians) in
 ``results/shrug_prior.json``. About 8 minutes on a 2-core CPU.
 """
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.pina_trials import dearer_joints
+from benchmarks.pina_trials import scaled_prior
 from capture.files import write_json
+from fitting.priors import STIFF_SCALE
 from rgbd2avatar.bench import body_fit_accuracy, prepare_subject
 from rgbd2avatar.body.skeleton import JOINT_INDEX
 from rgbd2avatar.motion import builtin_motion
@@ -65,7 +67,7 @@ def run() -> dict:
     if not (capture / "ground_truth").exists():
         shrugging_motion(ROOT / "motion.npz")
         synthesize(capture, SynthOptions(motion=str(ROOT / "motion.npz"), frames=FRAMES, seed=0))
-    priors = {"as_it_is": None, "collars_and_neck_x10": dearer_joints(("collar", "neck"), 10.0)}
+    priors = {"collars_and_neck_x1": scaled_prior(("collar", "neck"), 1 / STIFF_SCALE), "as_it_is": None}
     rows = {}
     for name, context in priors.items():
         start = time.perf_counter()

@@ -157,9 +157,11 @@ class FitWeights:
             are coarse and clothing lies over the body it labels.
         icp: point-to-plane ICP, 1/m²: (1 cm)⁻² — the depth noise at 2–3 m, plus clothing.
         pose_prior: on Σ s θ² of the 23 body joints' axis-angles (rad⁻²), s = 1 but for the
-            twists of the spine and hips (:func:`fitting.priors.pose_prior_scales`): light next
-            to the data, but it stops slow drifts that the data barely sees (the pelvis tilting
-            while hips and spine bend to compensate) and keeps unseen joints near rest.
+            twists of the spine and hips and for the neck and collars
+            (:func:`fitting.priors.pose_prior_scales`): light next to the data, but it stops
+            slow drifts that the data barely sees (the pelvis tilting while hips and spine bend
+            to compensate; a collar and its shoulder rotating against each other) and keeps
+            unseen joints near rest.
         joint_limits: on the squared excess beyond the joint ranges (rad⁻²): stiff.
         shape_prior: on the squared distance to the model's default shape.
         shape_bounds: on the squared excess of anny's phenotypes beyond [0, 1].

@@ -60,6 +60,10 @@ TWISTING = ("spine1", "spine2", "spine3", "left_hip", "right_hip")
 """Joints whose twist about the vertical axis the pose prior makes :data:`TWIST_SCALE` times dearer."""
 TWIST_SCALE = 25.0
 
+STIFF = ("neck", "left_collar", "right_collar")
+"""Joints whose every axis the pose prior makes :data:`STIFF_SCALE` times dearer."""
+STIFF_SCALE = 10.0
+
 PHENOTYPE_RANGE = (0.0, 1.0)
 """Anny's phenotype parameters are meaningful in [0, 1]."""
 
@@ -96,15 +100,21 @@ def pose_prior_scales(
     dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """(69,) per-component scales of :func:`pose_l2` for joints 1..23: 1, except
-    :data:`TWIST_SCALE` for the twists of the spine and the hips (about the vertical y axis).
+    :data:`TWIST_SCALE` for the twists of the spine and the hips (about the vertical y axis) and
+    :data:`STIFF_SCALE` for every axis of the neck and the collars.
 
     A turn of the whole body can be mimicked by twisting the three spine joints and the hips a
     little each, which a depth camera and 2D keypoints barely tell apart from turning the root;
-    making those twists expensive leaves the turn to the root, where it belongs.
+    making those twists expensive leaves the turn to the root, where it belongs. Likewise a collar
+    rotated one way and its shoulder the other, or a tilted neck under a counter-tilted head, move
+    the joints and the clothed surface barely at all; the collars and the neck move little in
+    most motions, so the prior leaves such pairs of rotations to the shoulder and the head.
     """
     scales = torch.ones(NUM_JOINTS, 3, dtype=dtype, device=device)
     for name in TWISTING:
         scales[JOINT_INDEX[name], 1] = TWIST_SCALE
+    for name in STIFF:
+        scales[JOINT_INDEX[name]] = STIFF_SCALE
     return scales[1:].reshape(-1)
 
 

@@ -139,6 +139,7 @@ def fit_body_stage(
     ``correct_depth``: :attr:`fitting.body_fit.FitOptions.correct_depth`."""
     from dataclasses import asdict, replace
 
+    from fitting import priors
     from fitting.body_fit import FitOptions, FitWeights
     from rgbd2avatar.body import load_body_model
     from rgbd2avatar.body_fit_stage import run_body_fit
@@ -154,6 +155,7 @@ def fit_body_stage(
         "body_model": body_model, "gender": gender, "model_dir": str(model_dir) if model_dir else None,
         "weights": asdict(weights), "options": {**asdict(options), "device": None},
         "terms": list(terms), "correct_depth": correct_depth,
+        "pose_prior_scales": priors.pose_prior_scales().tolist(),
         **{name: str(path.absolute()) if path else None for name, path in detectors},
     }  # fmt: skip
 

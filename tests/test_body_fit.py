@@ -106,6 +106,23 @@ def test_pose_and_shape_priors(body):
     assert priors.shape_bounds_penalty(torch.tensor([1.2, 0.5, 0.5, 0.5, 0.5, -0.1]), bounds) > 0
 
 
+def test_pose_prior_makes_spine_twists_and_collars_dearer():
+    scales = priors.pose_prior_scales(torch.float64)
+
+    def cost(joint: str, axis: int) -> float:
+        body_pose = torch.zeros(1, NUM_JOINTS, 3, dtype=torch.float64)
+        body_pose[0, JOINT_INDEX[joint], axis] = 0.2
+        return float(priors.pose_l2(body_pose[:, 1:].reshape(1, -1), scales))
+
+    shoulder = cost("left_shoulder", 2)
+    assert shoulder == pytest.approx(0.04)
+    assert cost("spine2", 1) == pytest.approx(priors.TWIST_SCALE * shoulder)
+    assert cost("spine2", 0) == pytest.approx(shoulder)
+    for joint in ("neck", "left_collar", "right_collar"):
+        for axis in range(3):
+            assert cost(joint, axis) == pytest.approx(priors.STIFF_SCALE * shoulder)
+
+
 def test_smoothness_is_zero_for_constant_motion_and_positive_for_a_jerk():
     t = torch.arange(6, dtype=torch.float64)[:, None]
     axis = torch.nn.functional.normalize(torch.randn(NUM_JOINTS, 3, dtype=torch.float64), dim=-1)

@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 import sys
+from unittest import mock
 
+from fitting import priors
 from rgbd2avatar import __version__
 from rgbd2avatar.cli import USER_ERROR_EXIT_CODE, app
 from rgbd2avatar.logs import Timer, format_duration, progress, stage_summary
@@ -81,6 +83,9 @@ def test_demo_writes_its_outputs_and_names_them(tmp_path):
     )
     kept = runner.invoke(app, fit, env={"COLUMNS": "200"})  # fit keeps fit-body's last settings
     assert kept.exit_code == 0 and "body_fit is up to date" in kept.output, kept.output
+    with mock.patch.object(priors, "STIFF_SCALE", 1.0):  # as a version with another prior
+        refit = runner.invoke(app, ["fit-body", subject, "--no-depth-correction"], env={"COLUMNS": "200"})
+    assert refit.exit_code == 0 and "body_fit: running (parameters changed" in refit.output, refit.output
 
 
 def test_import_does_not_load_torch():
