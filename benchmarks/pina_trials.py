@@ -40,9 +40,9 @@ import torch
 
 from capture.files import load_npz, read_json, save_npz, write_json
 from fitting.pina.data import gather_rows
-from fitting.priors import STIFF_SCALE
 from fitting.pina.losses import masked_mean
 from fitting.pina.trainer import PinaTrainer
+from fitting.priors import STIFF_SCALE
 
 BENCH = Path("bench_out")
 RESULTS = Path(__file__).resolve().parent / "results" / "pina_trials.json"

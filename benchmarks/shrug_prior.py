@@ -4,12 +4,13 @@
 
 The ``small`` protocol's ``capture`` motion keeps the collars and the neck at rest, so a pose
 prior that pulls them towards rest (:data:`fitting.priors.STIFF`, against the
-``lighter_collars_neck`` trial of :mod:`benchmarks.pina_trials`) is bound to help on it. This benchmark films the same subject
-(``casual``, seed 0, 181 frames) doing the ``capture`` motion with shrugs added (each collar
-±0.15 rad about z, opposite sides mirrored, period 3 s) and the neck nodding and turning
-(±0.2 rad about x and y, periods 4 and 5 s), kept in ``bench_out/shrug/``, and fits the body
-twice: with the collars and the neck as dear as the other joints, and with ``fit-body``'s pose
-prior as it is (those joints :data:`fitting.priors.STIFF_SCALE` times dearer).
+``lighter_collars_neck`` trial of :mod:`benchmarks.pina_trials`) is bound to help on it. This
+benchmark films the same subject (``casual``, seed 0, 181 frames) doing the ``capture`` motion
+with shrugs added (each collar ±0.15 rad about z, opposite sides mirrored, period 3 s) and the
+neck nodding and turning (±0.2 rad about x and y, periods 4 and 5 s), kept in
+``bench_out/shrug/``, and fits the body twice: with the collars and the neck as dear as the
+other joints, and with ``fit-body``'s pose prior as it is (those joints
+:data:`fitting.priors.STIFF_SCALE` times dearer).
 Stores the MPJPE and the rotation errors of the neck, collars, shoulders and elbows (radians) in
 ``results/shrug_prior.json``. About 8 minutes on a 2-core CPU.
 """
