@@ -12,7 +12,7 @@ neck nodding and turning (±0.2 rad about x and y, periods 4 and 5 s), kept in
 other joints, and with ``fit-body``'s pose prior as it is (those joints
 :data:`fitting.priors.STIFF_SCALE` times dearer).
 Stores the MPJPE and the rotation errors of the neck, collars, shoulders and elbows (radians) in
-``results/shrug_prior.json``. About 8 minutes on a 2-core CPU.
+``results/shrug_prior.json``. About 5 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
